@@ -1,0 +1,88 @@
+"""Assets, their decimals, and the one set of amount checks every boundary uses.
+
+Amounts are Decimal everywhere. A value is quantized to its asset's decimals only at a
+boundary (a provider answer, an on-chain amount) and always *down*: the platform never
+credits or sends more than it has.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+
+# Decimals of the assets the platform handles; extend as clients are onboarded.
+ASSET_DECIMALS: dict[str, int] = {
+    "eth": 18,
+    "usdt": 6,
+    "usdc": 6,
+    "btc": 8,
+    "ltc": 8,
+    "bch": 8,
+    "doge": 8,
+    "xmr": 12,
+    "trx": 6,
+    "sol": 9,
+    "bnb": 18,
+    "matic": 18,
+    "xrp": 6,
+    "usd": 2,
+}
+
+# The largest amount any single value may carry: far above any real payment, far below
+# what the amount columns (38 digits, 18 decimals) can hold.
+MAX_AMOUNT = Decimal("1000000000")
+
+
+class AmountError(ValueError):
+    """An amount that must never enter the books: not a number, not positive, absurd."""
+
+
+def decimals_of(asset: str) -> int:
+    try:
+        return ASSET_DECIMALS[asset.lower()]
+    except KeyError:
+        raise AmountError(f"unknown asset {asset!r}: add it to ASSET_DECIMALS") from None
+
+
+def to_decimal(value: object, *, field: str = "amount") -> Decimal:
+    """Parse a value into a finite Decimal. Floats are refused: they already lost precision."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise AmountError(f"{field}: floats are not accepted, send a decimal string")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise AmountError(f"{field}: {value!r} is not a number") from None
+    else:
+        raise AmountError(f"{field}: {type(value).__name__} is not a number")
+    if not result.is_finite():
+        raise AmountError(f"{field}: {value!r} is not finite")
+    return result
+
+
+def check_positive(value: Decimal, *, field: str, maximum: Decimal = MAX_AMOUNT) -> Decimal:
+    if not value.is_finite():
+        raise AmountError(f"{field}: {value} is not finite")
+    if value <= 0:
+        raise AmountError(f"{field}: {value} is not positive")
+    if value > maximum:
+        raise AmountError(f"{field}: {value} exceeds the sanity limit {maximum}")
+    return value
+
+
+def quantize_down(value: Decimal, asset: str) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-decimals_of(asset)), rounding=ROUND_DOWN)
+
+
+def to_base_units(value: Decimal, asset: str) -> int:
+    """Exact conversion to integer base units (wei, micro-USDT); refuses to truncate."""
+    places = decimals_of(asset)
+    scaled = value.scaleb(places)
+    if scaled != scaled.to_integral_value():
+        raise AmountError(f"{value} {asset} has more than {places} decimals")
+    return int(scaled)
+
+
+def from_base_units(units: int, asset: str) -> Decimal:
+    return Decimal(units).scaleb(-decimals_of(asset))
