@@ -86,3 +86,11 @@ def to_base_units(value: Decimal, asset: str) -> int:
 
 def from_base_units(units: int, asset: str) -> Decimal:
     return Decimal(units).scaleb(-decimals_of(asset))
+
+
+def format_amount(value: Decimal | int) -> str:
+    """Plain decimal string without exponent or trailing zeros ("0.5", not "5E-1")."""
+    value = Decimal(value)
+    if value == value.to_integral_value():
+        return str(value.quantize(Decimal(1)))
+    return format(value.normalize(), "f")

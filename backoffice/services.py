@@ -1,0 +1,129 @@
+"""Services of the project layer: system-wide status, roles, schedules, demo data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count
+
+from batches.models import ConversionBatch
+from integrations.assets import format_amount
+from payouts.models import ACCUMULATION_STATES, FundedOrder, Payout
+
+ROLE_GROUPS = ("finance_viewer", "finance_operator", "finance_approver")
+
+
+def system_status() -> dict[str, Any]:
+    """Counts and sums per state, every state present (zeros included). Three grouped
+    queries plus one sum, whatever the table sizes."""
+    accumulations: dict[str, dict[str, Any]] = {
+        state: {"count": 0, "eth": "0", "usd": "0", "usdt": "0"} for state in ACCUMULATION_STATES
+    }
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT state, count(*), coalesce(sum(eth), 0), coalesce(sum(usd), 0), "
+            "coalesce(sum(usdt), 0) FROM payouts_accumulation GROUP BY state"
+        )
+        for state, count, eth, usd, usdt in cur.fetchall():
+            accumulations[state] = {
+                "count": count,
+                "eth": format_amount(eth),
+                "usd": format_amount(usd),
+                "usdt": format_amount(usdt),
+            }
+        cur.execute(
+            "SELECT coalesce(sum(platform_usdt), 0) FROM batches_conversionbatch "
+            "WHERE state = 'completed'"
+        )
+        platform_usdt = cur.fetchone()[0]
+    return {
+        "accumulations": accumulations,
+        "batches": _order_counts(ConversionBatch),
+        "payouts": _order_counts(Payout),
+        "platform_usdt": format_amount(platform_usdt),
+    }
+
+
+def _order_counts(model: type[FundedOrder]) -> dict[str, int]:
+    counts = {state.value: 0 for state in FundedOrder.State}
+    rows = model.objects.order_by().values_list("state").annotate(n=Count("pk"))
+    counts.update(dict(rows))
+    return counts
+
+
+def roles_setup() -> list[str]:
+    """Create the finance role groups (idempotent). Their permissions grow with the admin."""
+    from django.contrib.auth.models import Group, Permission
+
+    view_codenames = [
+        "view_client",
+        "view_accumulation",
+        "view_payout",
+        "view_auditevent",
+        "view_runtimesettings",
+        "view_conversionbatch",
+    ]
+    grants = {
+        "finance_viewer": view_codenames,
+        "finance_operator": view_codenames,
+        "finance_approver": [*view_codenames, "change_runtimesettings"],
+    }
+    with transaction.atomic():
+        for name, codenames in grants.items():
+            group, _ = Group.objects.get_or_create(name=name)
+            group.permissions.set(Permission.objects.filter(codename__in=codenames))
+    return list(grants)
+
+
+# An EIP-55 address used as the payout destination of generated (seed) clients.
+SEED_PAYOUT_ADDRESS = "0x52908400098527886E0F7030069857D2E4169EE7"
+
+_SEED_CLIENTS_SQL = """
+INSERT INTO payouts_client (
+    reference, name, payout_strategy, payout_threshold_usd, payout_currency, payout_network,
+    payout_address, payout_extra_id, fee_percent, active, created_at, updated_at
+)
+SELECT 'seed-' || lpad(g::text, 6, '0'), 'Seed merchant ' || g,
+       CASE WHEN g %% 4 = 0 THEN 'instant' ELSE 'threshold' END,
+       CASE WHEN g %% 4 = 0 THEN 0 ELSE 50 END,
+       'usdt', 'eth', %(address)s, '', NULL, true, now(), now()
+FROM generate_series(1, %(clients)s) AS g
+ON CONFLICT (reference) DO NOTHING
+"""
+
+_SEED_ACCUMULATIONS_SQL = """
+WITH c AS (
+    SELECT id, row_number() OVER (ORDER BY reference) - 1 AS rn FROM payouts_client
+    WHERE reference >= 'seed-000001' AND reference <= 'seed-' || lpad(%(clients)s::text, 6, '0')
+), r AS (
+    SELECT g, round((0.0001 + random() * 0.01)::numeric, 15) AS eth
+    FROM generate_series(1, %(accumulations)s) AS g
+)
+INSERT INTO payouts_accumulation (
+    client_id, payment_id, order_id, eth, usd, fee_percent, usdt, state, batch_id, payout_id,
+    created_at, state_changed_at
+)
+SELECT c.id, %(run)s || '-' || r.g, '', r.eth, round(r.eth * 3000, 2) + 0.01, %(fee)s, NULL,
+       'pending', NULL, NULL, now() - random() * interval '2 hours', now()
+FROM r JOIN c ON c.rn = r.g %% %(clients)s
+"""
+
+
+def demo_seed(*, clients: int, accumulations: int) -> dict[str, Any]:
+    """N seed clients (idempotent by reference) and M fresh pending accumulations, in two
+    statements whatever N and M are."""
+    import uuid
+
+    from payouts.services import runtime_settings_get
+
+    fee = runtime_settings_get().platform_fee_percent
+    run = f"seed-{uuid.uuid4().hex[:12]}"
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(_SEED_CLIENTS_SQL, {"clients": clients, "address": SEED_PAYOUT_ADDRESS})
+        cur.execute(
+            _SEED_ACCUMULATIONS_SQL,
+            {"clients": clients, "accumulations": accumulations, "run": run, "fee": fee},
+        )
+        created = cur.rowcount
+    return {"clients": clients, "accumulations": created, "run": run}

@@ -1,0 +1,343 @@
+"""Conversion sweep and exact distribution.
+
+Both are set-based: the number of statements does not depend on the number of rows.
+
+Sweep: one statement locks the pending rows it can (SKIP LOCKED), inserts the batch with the
+totals of exactly those rows, and moves them; rows committed after the statement started
+stay pending for the next sweep. Single-flight through a transaction-scoped advisory lock.
+
+Distribution: with A = amountTo quantized down to 6 decimals, every row gets
+  usdt_i = floor_6dp(A * eth_i * (100 - fee_i) / 100 / sum(eth))
+computed in integer base units inside PostgreSQL `numeric` (arbitrary precision; Python's
+28-digit default context would round such products), and the platform keeps A - sum(usdt_i).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from batches.models import ConversionBatch
+from integrations.assets import (
+    AmountError,
+    check_positive,
+    format_amount,
+    quantize_down,
+    to_decimal,
+)
+from payouts.models import Accumulation
+from payouts.services import runtime_settings_get
+from payouts.transitions import Actor, TransitionError, audit_record, check_move, transition
+
+# Any constant works as long as every sweeper uses the same one.
+SWEEP_LOCK_KEY = 0x5357_4545_5001  # "SWEEP" + 1
+
+# USDT received can never sensibly exceed this multiple of the USD value credited for the
+# batch: a larger figure means a wrong asset or unit (the "3,800x over-swap" lesson).
+MAX_RECEIVED_TO_USD_RATIO = Decimal(10)
+
+# Base-unit scales of the split: wei (10^18), micro-USDT (10^6), fee percent with 4 decimals.
+_FEE_SCALE = 10_000  # fee_percent has 4 decimal places
+_PERCENT_SCALE = 100 * _FEE_SCALE
+
+
+class DistributionError(Exception):
+    """The distribution cannot be applied; the batch must go to a human."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    created: bool
+    batch_id: str | None
+    rows: int
+    eth: Decimal
+    usd: Decimal
+    reason: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "created": self.created,
+            "batch_id": self.batch_id,
+            "rows": self.rows,
+            "eth": format_amount(self.eth),
+            "usd": format_amount(self.usd),
+            "reason": self.reason,
+        }
+
+
+def _pending_stats() -> tuple[int, Decimal, Decimal, object]:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), coalesce(sum(eth), 0), coalesce(sum(usd), 0), min(created_at) "
+            "FROM payouts_accumulation WHERE state = 'pending'"
+        )
+        count, eth, usd, oldest = cur.fetchone()
+    return int(count), Decimal(eth), Decimal(usd), oldest
+
+
+def batch_sweep(
+    *,
+    actor: Actor,
+    dry_run: bool = False,
+    minimum_eth: Decimal | None = None,
+) -> SweepResult:
+    """Reserve all pending rows into one batch when the threshold (or max age) is reached.
+
+    `minimum_eth` is ChangeNOW's minimum for eth->usdt, supplied by the caller; below it
+    nothing is swept.
+    """
+    check_move(Accumulation, "pending", "converting")
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [SWEEP_LOCK_KEY])
+            if not cur.fetchone()[0]:
+                return SweepResult(False, None, 0, Decimal(0), Decimal(0), "busy")
+        runtime = runtime_settings_get()
+        count, eth, usd, oldest = _pending_stats()
+        if runtime.conversions_paused:
+            return SweepResult(False, None, count, eth, usd, "paused")
+        if count == 0:
+            return SweepResult(False, None, 0, eth, usd, "no_pending")
+        threshold = runtime.conversion_threshold_usd
+        max_age = timedelta(minutes=runtime.max_pending_age_minutes)
+        if usd >= threshold:
+            trigger = ConversionBatch.Trigger.THRESHOLD
+        elif oldest is not None and timezone.now() - oldest >= max_age:
+            trigger = ConversionBatch.Trigger.MAX_AGE
+        else:
+            return SweepResult(False, None, count, eth, usd, "below_threshold")
+        if minimum_eth is not None and eth < minimum_eth:
+            return SweepResult(False, None, count, eth, usd, "below_exchange_minimum")
+        if dry_run:
+            return SweepResult(False, None, count, eth, usd, f"dry_run:{trigger}")
+        batch_id = uuid.uuid4()
+        moved_count, moved_eth, moved_usd = _move_pending_into_batch(
+            batch_id=batch_id, threshold=threshold, trigger=trigger
+        )
+        if moved_count == 0:
+            # Every pending row was locked by someone else: no batch was inserted.
+            return SweepResult(False, None, 0, Decimal(0), Decimal(0), "rows_locked")
+        audit_record(
+            object_type="conversionbatch",
+            object_id=batch_id,
+            kind="created",
+            actor=actor,
+            to_state=ConversionBatch.State.RESERVED,
+            reason=f"sweep ({trigger})",
+            data={
+                "rows": moved_count,
+                "eth": moved_eth,
+                "usd": moved_usd,
+                "threshold_usd": threshold,
+                "accumulations": "pending -> converting",
+            },
+        )
+    return SweepResult(True, str(batch_id), moved_count, moved_eth, moved_usd, str(trigger))
+
+
+_MOVE_SQL = """
+WITH locked AS (
+    SELECT id, eth, usd FROM payouts_accumulation
+    WHERE state = 'pending'
+    FOR UPDATE SKIP LOCKED
+), totals AS (
+    SELECT count(*) AS n, sum(eth) AS eth, sum(usd) AS usd FROM locked
+), batch AS (
+    INSERT INTO batches_conversionbatch (
+        id, state, row_count, exchange_id, payin_address, payin_extra_id, provider_status,
+        last_error, created_at, state_changed_at, eth_total, usd_total, threshold_usd, trigger
+    )
+    SELECT %(batch_id)s, 'reserved', n, '', '', '', '', '', now(), now(), eth, usd,
+           %(threshold)s, %(trigger)s
+    FROM totals WHERE n > 0
+    RETURNING id, row_count, eth_total, usd_total
+), moved AS (
+    UPDATE payouts_accumulation AS a
+    SET state = 'converting', batch_id = (SELECT id FROM batch), state_changed_at = now()
+    FROM locked
+    WHERE a.id = locked.id AND EXISTS (SELECT 1 FROM batch)
+    RETURNING a.eth, a.usd
+)
+SELECT (SELECT count(*) FROM moved), (SELECT coalesce(sum(eth), 0) FROM moved),
+       (SELECT coalesce(sum(usd), 0) FROM moved),
+       (SELECT row_count FROM batch), (SELECT eth_total FROM batch), (SELECT usd_total FROM batch)
+"""
+
+
+def _move_pending_into_batch(
+    *, batch_id: uuid.UUID, threshold: Decimal, trigger: str
+) -> tuple[int, Decimal, Decimal]:
+    with connection.cursor() as cur:
+        cur.execute(_MOVE_SQL, {"batch_id": batch_id, "threshold": threshold, "trigger": trigger})
+        moved_n, moved_eth, moved_usd, batch_n, batch_eth, batch_usd = cur.fetchone()
+    if moved_n == 0:
+        return 0, Decimal(0), Decimal(0)
+    # The batch's frozen totals must be exactly what moved; anything else aborts the sweep.
+    if (moved_n, moved_eth, moved_usd) != (batch_n, batch_eth, batch_usd):
+        raise RuntimeError(
+            f"sweep moved {moved_n} rows / {moved_eth} ETH / {moved_usd} USD but the batch "
+            f"totals say {batch_n} / {batch_eth} / {batch_usd}"
+        )
+    return int(moved_n), Decimal(moved_eth), Decimal(moved_usd)
+
+
+# --- distribution -----------------------------------------------------------------------
+
+
+def split_exact(*, amount_micro: int, rows: Sequence[tuple[int, Decimal]]) -> list[int]:
+    """Reference split in pure integers: `rows` are (eth_wei, fee_percent); returns each
+    row's micro-USDT. The database does the same arithmetic for real batches."""
+    total_wei = sum(wei for wei, _fee in rows)
+    if total_wei <= 0:
+        raise DistributionError("a batch without ETH cannot be distributed")
+    denominator = total_wei * _PERCENT_SCALE
+    shares = []
+    for wei, fee in rows:
+        keep = int((Decimal(100) - fee) * _FEE_SCALE)
+        shares.append(amount_micro * wei * keep // denominator)
+    return shares
+
+
+@dataclass(frozen=True)
+class DistributionResult:
+    batch_id: str
+    applied: bool
+    rows: int
+    usdt_received: Decimal
+    clients_usdt: Decimal
+    platform_usdt: Decimal
+    exchange_dust: Decimal
+
+
+_DISTRIBUTE_SQL = """
+WITH total AS (
+    SELECT sum(eth) AS eth FROM payouts_accumulation
+    WHERE batch_id = %(batch_id)s AND state = 'converting'
+), moved AS (
+    UPDATE payouts_accumulation AS a
+    SET usdt = div(
+            %(amount_micro)s::numeric * (a.eth * 1000000000000000000)
+                * ((100 - a.fee_percent) * %(fee_scale)s),
+            (SELECT eth FROM total) * 1000000000000000000 * %(percent_scale)s
+        ) * 0.000001,
+        state = 'converted',
+        state_changed_at = now()
+    WHERE a.batch_id = %(batch_id)s AND a.state = 'converting'
+    RETURNING a.eth, a.usdt
+)
+SELECT count(*), coalesce(sum(eth), 0), coalesce(sum(usdt), 0) FROM moved
+"""
+
+
+def batch_distribute(
+    *, batch_id: uuid.UUID | str, amount_to: object, actor: Actor, reason: str = ""
+) -> DistributionResult:
+    """Complete a finished batch: split `amount_to` USDT over its rows exactly, keep the
+    platform's part apart, and mark the batch completed, all in one transaction.
+
+    A second call on a completed batch is a no-op that reports the stored figures.
+    """
+    check_move(Accumulation, "converting", "converted")
+    try:
+        raw = check_positive(to_decimal(amount_to, field="amountTo"), field="amountTo")
+    except AmountError as exc:
+        raise DistributionError(str(exc)) from None
+    with transaction.atomic():
+        batch = ConversionBatch.objects.select_for_update().get(pk=batch_id)
+        if batch.state == ConversionBatch.State.COMPLETED:
+            return DistributionResult(
+                batch_id=str(batch.pk),
+                applied=False,
+                rows=batch.row_count,
+                usdt_received=batch.usdt_received or Decimal(0),
+                clients_usdt=(batch.usdt_received or Decimal(0)) - (batch.platform_usdt or 0),
+                platform_usdt=batch.platform_usdt or Decimal(0),
+                exchange_dust=batch.exchange_dust or Decimal(0),
+            )
+        check_move(ConversionBatch, batch.state, ConversionBatch.State.COMPLETED)
+        received = quantize_down(raw, "usdt")
+        dust = raw - received
+        if received > batch.usd_total * MAX_RECEIVED_TO_USD_RATIO:
+            raise DistributionError(
+                f"{received} USDT received for {batch.usd_total} USD of payments: refusing an "
+                "implausible amount (wrong asset or unit?)"
+            )
+        amount_micro = int(received.scaleb(6))
+        with connection.cursor() as cur:
+            cur.execute(
+                _DISTRIBUTE_SQL,
+                {
+                    "batch_id": batch.pk,
+                    "amount_micro": amount_micro,
+                    "fee_scale": _FEE_SCALE,
+                    "percent_scale": _PERCENT_SCALE,
+                },
+            )
+            n, eth_sum, usdt_sum = cur.fetchone()
+        eth_sum, usdt_sum = Decimal(eth_sum), Decimal(usdt_sum)
+        if n != batch.row_count or eth_sum != batch.eth_total:
+            raise DistributionError(
+                f"batch {batch.pk} has {n} converting rows / {eth_sum} ETH, expected "
+                f"{batch.row_count} / {batch.eth_total}"
+            )
+        platform = received - usdt_sum
+        if platform < 0 or usdt_sum + platform != received:
+            raise DistributionError(f"split of {received} gave {usdt_sum} to clients")
+        transition(
+            model=ConversionBatch,
+            pk=batch.pk,
+            to_state=ConversionBatch.State.COMPLETED,
+            actor=actor,
+            reason=reason or "exchange finished",
+            updates={
+                "usdt_received_raw": raw,
+                "usdt_received": received,
+                "exchange_dust": dust,
+                "platform_usdt": platform,
+            },
+            data={
+                "usdt_received": received,
+                "clients_usdt": usdt_sum,
+                "platform_usdt": platform,
+                "exchange_dust": dust,
+                "rows": n,
+                "accumulations": "converting -> converted",
+            },
+        )
+    return DistributionResult(
+        batch_id=str(batch.pk),
+        applied=True,
+        rows=int(n),
+        usdt_received=received,
+        clients_usdt=usdt_sum,
+        platform_usdt=platform,
+        exchange_dust=dust,
+    )
+
+
+def batch_transition(
+    *,
+    batch_id: uuid.UUID | str,
+    to_state: str,
+    actor: Actor,
+    reason: str = "",
+    data: dict[str, object] | None = None,
+    updates: dict[str, object] | None = None,
+) -> ConversionBatch:
+    if to_state == ConversionBatch.State.COMPLETED:
+        raise TransitionError("a batch completes only through batch_distribute")
+    return transition(
+        model=ConversionBatch,
+        pk=batch_id,
+        to_state=to_state,
+        actor=actor,
+        reason=reason,
+        data=data,
+        updates=updates,
+    )

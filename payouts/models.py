@@ -1,0 +1,397 @@
+"""Domain models of the money core: clients, accumulations, payouts, audit, run-time settings.
+
+Design:
+- Every amount is one field type (`AmountField`: numeric(38, 18)); the asset is named by the
+  column (`eth`, `usd`, `usdt`), never implied, so a sum can never pick the wrong meaning.
+- Rules that protect money are database constraints, not just Python checks: positive
+  amounts, the states an object may be in, and which links each state requires.
+- States change only through `payouts.transitions` (one locked function per object, one
+  table of allowed moves, an audit event for each move). Set-based moves of many rows
+  (the sweep, the distribution) check the same table and write one audit event per order.
+- A conversion batch and a payout are two kinds of one *funded exchange order*
+  (`FundedOrder`): the engine that drives them lives here and batches reuse it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import ClassVar
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class AmountField(models.DecimalField):
+    """The one amount type: numeric(38, 18) holds every asset's decimals exactly."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("max_digits", 38)
+        kwargs.setdefault("decimal_places", 18)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> tuple:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "payouts.models.AmountField", args, kwargs
+
+
+def PercentField(**kwargs: object) -> models.DecimalField:  # noqa: N802 - reads as a field
+    return models.DecimalField(
+        max_digits=7,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+        **kwargs,
+    )
+
+
+def _states_check(name: str, states: list[str]) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(state__in=states), name=name)
+
+
+class Client(models.Model):
+    """A merchant. `reference` is the merchant id that prefixes NOWPayments `order_id`s."""
+
+    class Strategy(models.TextChoices):
+        INSTANT = "instant", "Instant (threshold 0)"
+        THRESHOLD = "threshold", "Threshold"
+
+    reference = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    payout_strategy = models.CharField(max_length=16, choices=Strategy.choices)
+    payout_threshold_usd = AmountField(default=Decimal(0))
+    payout_currency = models.CharField(max_length=16)
+    payout_network = models.CharField(max_length=16)
+    payout_address = models.CharField(max_length=128)
+    payout_extra_id = models.CharField(max_length=128, blank=True, default="")
+    fee_percent = PercentField(
+        null=True, blank=True, help_text="Override of the platform fee; empty = platform fee."
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["reference"]
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=(Q(payout_strategy="instant", payout_threshold_usd=0))
+                | Q(payout_strategy="threshold", payout_threshold_usd__gt=0),
+                name="client_strategy_threshold",
+            ),
+            models.CheckConstraint(
+                condition=Q(fee_percent__isnull=True) | Q(fee_percent__gte=0, fee_percent__lte=100),
+                name="client_fee_percent_range",
+            ),
+            models.CheckConstraint(
+                condition=~Q(reference="") & ~Q(reference__contains=":"),
+                name="client_reference_format",
+            ),
+            models.CheckConstraint(
+                condition=~Q(payout_address="") & ~Q(payout_currency="") & ~Q(payout_network=""),
+                name="client_destination_present",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.name})"
+
+
+ACCUMULATION_STATES = ["pending", "converting", "converted", "paying", "paid", "written_off"]
+
+
+class Accumulation(models.Model):
+    """One credited NOWPayments payment: the ETH that reached the host wallet, its USD value,
+    the fee in force at intake and, once converted, the client's USDT share."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        CONVERTING = "converting"
+        CONVERTED = "converted"
+        PAYING = "paying"
+        PAID = "paid"
+        WRITTEN_OFF = "written_off"
+
+    # The one table of allowed moves. `converting -> pending` and `paying -> converted` are
+    # releases: only an order's failure path (proving no money left) or an operator's
+    # force-close performs them.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        "pending": frozenset({"converting"}),
+        "converting": frozenset({"pending", "converted", "written_off"}),
+        "converted": frozenset({"paying"}),
+        "paying": frozenset({"converted", "paid", "written_off"}),
+        "paid": frozenset(),
+        "written_off": frozenset(),
+    }
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="accumulations")
+    payment_id = models.CharField(max_length=64, unique=True)
+    order_id = models.CharField(max_length=200, blank=True, default="")
+    eth = AmountField(help_text="Gross ETH received (NOWPayments outcome_amount).")
+    usd = AmountField(help_text="USD value (NOWPayments price_amount).")
+    fee_percent = PercentField(help_text="Platform fee percent snapshotted at intake.")
+    usdt = AmountField(null=True, blank=True, help_text="Client's USDT share after conversion.")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    batch = models.ForeignKey(
+        "batches.ConversionBatch",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="accumulations",
+    )
+    payout = models.ForeignKey(
+        "payouts.Payout",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="accumulations",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    state_changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints: ClassVar = [
+            models.CheckConstraint(condition=Q(eth__gt=0), name="acc_eth_positive"),
+            models.CheckConstraint(condition=Q(usd__gt=0), name="acc_usd_positive"),
+            models.CheckConstraint(
+                condition=Q(fee_percent__gte=0, fee_percent__lte=100), name="acc_fee_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(usdt__isnull=True) | Q(usdt__gte=0), name="acc_usdt_not_negative"
+            ),
+            _states_check("acc_state_valid", ACCUMULATION_STATES),
+            models.CheckConstraint(
+                condition=~Q(state="pending")
+                | Q(batch__isnull=True, payout__isnull=True, usdt__isnull=True),
+                name="acc_pending_unlinked",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="converting")
+                | Q(batch__isnull=False, payout__isnull=True, usdt__isnull=True),
+                name="acc_converting_has_batch",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="converted")
+                | Q(batch__isnull=False, payout__isnull=True, usdt__isnull=False),
+                name="acc_converted_has_usdt",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state__in=["paying", "paid"])
+                | Q(batch__isnull=False, payout__isnull=False, usdt__isnull=False),
+                name="acc_paying_has_payout",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="written_off") | Q(batch__isnull=False),
+                name="acc_written_off_has_batch",
+            ),
+        ]
+        indexes: ClassVar = [
+            # The conversion sweep reads and locks only pending rows, oldest first.
+            models.Index(
+                fields=["created_at", "id"],
+                name="acc_pending_idx",
+                condition=Q(state="pending"),
+                include=["eth", "usd"],
+            ),
+            # The payout sweep sums converted USDT per client.
+            models.Index(
+                fields=["client", "id"],
+                name="acc_converted_idx",
+                condition=Q(state="converted"),
+                include=["usdt"],
+            ),
+            models.Index(fields=["client", "state"], name="acc_client_state_idx"),
+            models.Index(fields=["state"], name="acc_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.payment_id} ({self.eth} ETH, {self.state})"
+
+
+class FundedOrder(models.Model):
+    """A funded exchange order: reserve rows -> create a ChangeNOW exchange -> send funds from
+    the host wallet to its payin address -> follow it to a terminal status. Conversion batches
+    and payouts are its two kinds."""
+
+    class State(models.TextChoices):
+        RESERVED = "reserved"
+        EXCHANGE_CREATED = "exchange_created"
+        FUNDS_SENT = "funds_sent"
+        CONVERTING = "converting"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        NEEDS_ATTENTION = "needs_attention"
+        FORCE_CLOSED = "force_closed"
+
+    TERMINAL: ClassVar[frozenset[str]] = frozenset({"completed", "failed", "force_closed"})
+    # Any non-terminal order may be force-closed by an operator; `failed` is reachable only
+    # before funds could have left; after `funds_sent` only an operator closes an order.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        "reserved": frozenset({"exchange_created", "funds_sent", "failed", "force_closed"}),
+        "exchange_created": frozenset({"funds_sent", "failed", "force_closed"}),
+        "funds_sent": frozenset({"converting", "completed", "needs_attention", "force_closed"}),
+        "converting": frozenset({"completed", "needs_attention", "force_closed"}),
+        "needs_attention": frozenset(
+            {"exchange_created", "funds_sent", "converting", "completed", "force_closed"}
+        ),
+        "completed": frozenset(),
+        "failed": frozenset(),
+        "force_closed": frozenset(),
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RESERVED)
+    row_count = models.PositiveIntegerField()
+    exchange_id = models.CharField(max_length=64, blank=True, default="")
+    payin_address = models.CharField(max_length=128, blank=True, default="")
+    payin_extra_id = models.CharField(max_length=128, blank=True, default="")
+    provider_status = models.CharField(max_length=32, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    state_changed_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+def order_constraints(prefix: str) -> list[models.CheckConstraint]:
+    """Constraints every kind of funded order shares."""
+    states = [s.value for s in FundedOrder.State]
+    return [
+        _states_check(f"{prefix}_state_valid", states),
+        models.CheckConstraint(condition=Q(row_count__gt=0), name=f"{prefix}_has_rows"),
+        # Funds may only ever go to a payin address we stored with its exchange.
+        models.CheckConstraint(
+            condition=~Q(state="exchange_created") | (~Q(exchange_id="") & ~Q(payin_address="")),
+            name=f"{prefix}_exchange_stored",
+        ),
+        models.CheckConstraint(
+            condition=~Q(state="completed") | Q(completed_at__isnull=False),
+            name=f"{prefix}_completed_at",
+        ),
+    ]
+
+
+class Payout(FundedOrder):
+    """One payment of a client's converted USDT to the client's wallet, with the destination
+    snapshotted at reservation (a later address change does not redirect it)."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="payouts")
+    usdt_amount = AmountField(help_text="Exactly the sum of the usdt of its rows.")
+    currency = models.CharField(max_length=16)
+    network = models.CharField(max_length=16)
+    address = models.CharField(max_length=128)
+    extra_id = models.CharField(max_length=128, blank=True, default="")
+    amount_to = AmountField(null=True, blank=True, help_text="What the client received.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints: ClassVar = [
+            *order_constraints("payout"),
+            models.CheckConstraint(condition=Q(usdt_amount__gt=0), name="payout_amount_positive"),
+        ]
+        indexes: ClassVar = [
+            models.Index(
+                fields=["state"],
+                name="payout_open_idx",
+                condition=~Q(state__in=["completed", "failed", "force_closed"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout {str(self.id)[:8]} {self.usdt_amount} USDT to {self.client_id}"
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every state change and every operator decision.
+
+    Updates and deletes are refused by a database trigger (migration 0002), so not even a
+    bug in our own code can rewrite history.
+    """
+
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=48)
+    from_state = models.CharField(max_length=20, blank=True, default="")
+    to_state = models.CharField(max_length=20, blank=True, default="")
+    actor = models.CharField(max_length=150, help_text="user:<name> or system:<job>")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )
+    reason = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes: ClassVar = [
+            models.Index(fields=["object_type", "object_id", "id"], name="audit_object_idx"),
+        ]
+        constraints: ClassVar = [
+            models.CheckConstraint(condition=~Q(actor=""), name="audit_actor_present"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_type}:{self.object_id} {self.kind} {self.from_state}->{self.to_state}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise RuntimeError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+
+class RuntimeSettings(models.Model):
+    """The single row of run-time settings, read fresh at every job run and edited in admin.
+
+    It is created on first read from CONVERSION_THRESHOLD_USD and PLATFORM_FEE_PERCENT; after
+    that only `runtime_settings_update` changes it, with an audit event per change.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    conversion_threshold_usd = AmountField(default=Decimal(20))
+    platform_fee_percent = PercentField(default=Decimal(3))
+    max_pending_age_minutes = models.PositiveIntegerField(
+        default=24 * 60, help_text="Sweep anyway once the oldest pending payment is this old."
+    )
+    conversion_sweep_interval_seconds = models.PositiveIntegerField(default=300)
+    payout_sweep_interval_seconds = models.PositiveIntegerField(default=300)
+    advance_interval_seconds = models.PositiveIntegerField(default=60)
+    stuck_reserved_minutes = models.PositiveIntegerField(default=10)
+    stuck_exchange_created_minutes = models.PositiveIntegerField(default=30)
+    stuck_funds_sent_minutes = models.PositiveIntegerField(default=120)
+    stuck_converting_minutes = models.PositiveIntegerField(default=360)
+    conversions_paused = models.BooleanField(default=False)
+    payouts_paused = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "run-time settings"
+        verbose_name_plural = "run-time settings"
+        constraints: ClassVar = [
+            models.CheckConstraint(condition=Q(id=1), name="settings_singleton"),
+            models.CheckConstraint(
+                condition=Q(conversion_threshold_usd__gt=0), name="settings_threshold_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(platform_fee_percent__gte=0, platform_fee_percent__lte=100),
+                name="settings_fee_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_pending_age_minutes__gt=0)
+                & Q(conversion_sweep_interval_seconds__gt=0)
+                & Q(payout_sweep_interval_seconds__gt=0)
+                & Q(advance_interval_seconds__gt=0),
+                name="settings_intervals_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "run-time settings"

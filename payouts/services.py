@@ -1,0 +1,366 @@
+"""Services of the payouts app: run-time settings, clients, intake (accumulations), payouts.
+
+Functions are named `<entity>_<verb>` and take keyword-only arguments. Admin actions, DRF
+views, tasks and commands only parse input and call these.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from integrations.assets import AmountError, check_positive, to_base_units, to_decimal
+from payouts.models import Accumulation, Client, RuntimeSettings
+from payouts.transitions import Actor, audit_record
+
+# Sanity limits of one payment: far above anything real, so a value beyond them is a bug or
+# an attack (a USD figure sent as ETH, a token quantity sent as ETH), never a payment.
+MAX_PAYMENT_ETH = Decimal("10000")
+MAX_PAYMENT_USD = Decimal("50000000")
+
+
+class IntakeError(Exception):
+    """A payment that cannot be credited; `code` says why, for the stored webhook event."""
+
+    code = "invalid"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownClientError(IntakeError):
+    code = "unknown_client"
+
+
+class InvalidAmountError(IntakeError):
+    code = "invalid_amount"
+
+
+class DuplicateConflictError(IntakeError):
+    """The payment id was credited before with different facts: a human must look."""
+
+    code = "duplicate_conflict"
+
+
+# --- run-time settings ------------------------------------------------------------------
+
+SETTINGS_EDITABLE = (
+    "conversion_threshold_usd",
+    "platform_fee_percent",
+    "max_pending_age_minutes",
+    "conversion_sweep_interval_seconds",
+    "payout_sweep_interval_seconds",
+    "advance_interval_seconds",
+    "stuck_reserved_minutes",
+    "stuck_exchange_created_minutes",
+    "stuck_funds_sent_minutes",
+    "stuck_converting_minutes",
+    "conversions_paused",
+    "payouts_paused",
+)
+
+
+def runtime_settings_get() -> RuntimeSettings:
+    """The settings row, read fresh (never cached: a change applies at the next job run)."""
+    row = RuntimeSettings.objects.filter(pk=1).first()
+    if row is not None:
+        return row
+    try:
+        with transaction.atomic():
+            return RuntimeSettings.objects.create(
+                pk=1,
+                conversion_threshold_usd=settings.CONVERSION_THRESHOLD_USD,
+                platform_fee_percent=settings.PLATFORM_FEE_PERCENT,
+            )
+    except IntegrityError:  # created by a concurrent first reader
+        return RuntimeSettings.objects.get(pk=1)
+
+
+def runtime_settings_update(
+    *, changes: Mapping[str, Any], actor: Actor, reason: str
+) -> RuntimeSettings:
+    """Apply `changes` under a row lock; one audit event per changed value (old and new)."""
+    unknown = set(changes) - set(SETTINGS_EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if not reason.strip():
+        raise ValueError("a reason is required to change run-time settings")
+    runtime_settings_get()
+    with transaction.atomic():
+        row = RuntimeSettings.objects.select_for_update().get(pk=1)
+        changed: dict[str, tuple[Any, Any]] = {}
+        for name, new in changes.items():
+            old = getattr(row, name)
+            if old != new:
+                setattr(row, name, new)
+                changed[name] = (old, new)
+        if changed:
+            row.full_clean()
+            row.save()
+            for name, (old, new) in changed.items():
+                audit_record(
+                    object_type="runtimesettings",
+                    object_id=1,
+                    kind="setting_changed",
+                    actor=actor,
+                    reason=reason,
+                    data={"setting": name, "old": str(old), "new": str(new)},
+                )
+        return row
+
+
+# --- clients ----------------------------------------------------------------------------
+
+CLIENT_CSV_REQUIRED = (
+    "reference",
+    "name",
+    "payout_strategy",
+    "payout_threshold_usd",
+    "payout_currency",
+    "payout_network",
+    "payout_address",
+)
+CLIENT_CSV_OPTIONAL = ("payout_extra_id", "fee_percent")
+DESTINATION_FIELDS = ("payout_currency", "payout_network", "payout_address", "payout_extra_id")
+
+
+@dataclass
+class ClientImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def client_validate(*, data: Mapping[str, str]) -> dict[str, Any]:
+    """Validate one client's fields (also its payout address); return the cleaned values or
+    raise ValueError naming the first problem."""
+    from integrations.addresses import validate_address
+
+    cleaned: dict[str, Any] = {}
+    for name in CLIENT_CSV_REQUIRED:
+        value = (data.get(name) or "").strip()
+        if not value:
+            raise ValueError(f"{name} is required")
+        cleaned[name] = value
+    reference = cleaned["reference"]
+    if ":" in reference or len(reference) > 64:
+        raise ValueError("reference must be at most 64 characters and contain no ':'")
+    strategy = cleaned["payout_strategy"].lower()
+    if strategy not in Client.Strategy.values:
+        raise ValueError(f"payout_strategy must be one of {', '.join(Client.Strategy.values)}")
+    cleaned["payout_strategy"] = strategy
+    try:
+        threshold = to_decimal(cleaned["payout_threshold_usd"], field="payout_threshold_usd")
+    except AmountError as exc:
+        raise ValueError(str(exc)) from None
+    if strategy == "instant" and threshold != 0:
+        raise ValueError("instant clients have payout_threshold_usd 0")
+    if strategy == "threshold":
+        try:
+            check_positive(threshold, field="payout_threshold_usd", maximum=MAX_PAYMENT_USD)
+        except AmountError as exc:
+            raise ValueError(str(exc)) from None
+    cleaned["payout_threshold_usd"] = threshold
+    cleaned["payout_currency"] = cleaned["payout_currency"].lower()
+    cleaned["payout_network"] = cleaned["payout_network"].lower()
+    extra_id = (data.get("payout_extra_id") or "").strip()
+    cleaned["payout_extra_id"] = extra_id
+    fee = (data.get("fee_percent") or "").strip()
+    if fee:
+        try:
+            fee_value = to_decimal(fee, field="fee_percent")
+        except AmountError as exc:
+            raise ValueError(str(exc)) from None
+        if not Decimal(0) <= fee_value <= Decimal(100) or fee_value.as_tuple().exponent < -4:  # type: ignore[operator]
+            raise ValueError("fee_percent must be between 0 and 100 with at most 4 decimals")
+        cleaned["fee_percent"] = fee_value
+    else:
+        cleaned["fee_percent"] = None
+    try:
+        validate_address(cleaned["payout_network"], cleaned["payout_address"], extra_id or None)
+    except ValueError as exc:
+        raise ValueError(f"payout_address: {exc}") from None
+    return cleaned
+
+
+def client_upsert(*, data: Mapping[str, Any], actor: Actor, reason: str = "") -> tuple[Client, str]:
+    """Create or update one client by reference from cleaned data; audit creation and every
+    change of the payout destination. Returns the client and 'created'/'updated'/'unchanged'."""
+    with transaction.atomic():
+        client = Client.objects.select_for_update().filter(reference=data["reference"]).first()
+        if client is None:
+            client = Client.objects.create(**data)
+            audit_record(
+                object_type="client",
+                object_id=client.pk,
+                kind="client_created",
+                actor=actor,
+                reason=reason,
+                data={k: str(v) for k, v in data.items()},
+            )
+            return client, "created"
+        before = {name: getattr(client, name) for name in data}
+        changes = {k: (before[k], v) for k, v in data.items() if before[k] != v}
+        if not changes:
+            return client, "unchanged"
+        for name, (_old, new) in changes.items():
+            setattr(client, name, new)
+        client.save()
+        kind = (
+            "payout_destination_changed"
+            if any(name in DESTINATION_FIELDS for name in changes)
+            else "client_updated"
+        )
+        audit_record(
+            object_type="client",
+            object_id=client.pk,
+            kind=kind,
+            actor=actor,
+            reason=reason,
+            data={k: {"old": str(o), "new": str(n)} for k, (o, n) in changes.items()},
+        )
+        return client, "updated"
+
+
+def client_import_csv(*, lines: Iterable[str], actor: Actor) -> ClientImportResult:
+    """Validate every line first; write nothing unless all lines are valid."""
+    result = ClientImportResult()
+    reader = csv.DictReader(lines)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in CLIENT_CSV_REQUIRED if c not in header]
+    unknown = [c for c in header if c not in CLIENT_CSV_REQUIRED + CLIENT_CSV_OPTIONAL]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing columns: {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unknown columns: {', '.join(unknown)}")
+        result.errors.append((1, "; ".join(problems)))
+        return result
+    reader.fieldnames = header
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            result.errors.append((line, "too many fields"))
+            continue
+        try:
+            cleaned = client_validate(data=row)
+        except ValueError as exc:
+            result.errors.append((line, str(exc)))
+            continue
+        if cleaned["reference"] in seen:
+            result.errors.append(
+                (
+                    line,
+                    f"reference {cleaned['reference']} repeats line {seen[cleaned['reference']]}",
+                )
+            )
+            continue
+        seen[cleaned["reference"]] = line
+        rows.append(cleaned)
+    if result.errors:
+        return result
+    with transaction.atomic():
+        for cleaned in rows:
+            _client, outcome = client_upsert(data=cleaned, actor=actor, reason="import_clients")
+            setattr(result, outcome, getattr(result, outcome) + 1)
+    return result
+
+
+def client_fee_percent(*, client: Client, runtime: RuntimeSettings) -> Decimal:
+    return client.fee_percent if client.fee_percent is not None else runtime.platform_fee_percent
+
+
+# --- intake -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    accumulation: Accumulation
+    created: bool
+
+
+def _payment_amount(value: object, *, field: str, maximum: Decimal) -> Decimal:
+    try:
+        amount = check_positive(to_decimal(value, field=field), field=field, maximum=maximum)
+        # More decimals than the column holds would be silently rounded by the database.
+        to_base_units(amount, "eth")
+    except AmountError as exc:
+        raise InvalidAmountError(str(exc)) from None
+    return amount
+
+
+def accumulation_record(
+    *,
+    client_reference: str,
+    payment_id: str,
+    eth: object,
+    usd: object,
+    actor: Actor,
+    order_id: str = "",
+) -> RecordResult:
+    """Credit one finished payment. Idempotent on `payment_id`: a repeat returns the existing
+    row and changes nothing; a repeat with different facts raises DuplicateConflictError."""
+    payment_id = str(payment_id).strip()
+    if not payment_id or len(payment_id) > 64:
+        raise IntakeError("payment_id must be 1 to 64 characters")
+    eth_amount = _payment_amount(eth, field="eth", maximum=MAX_PAYMENT_ETH)
+    usd_amount = _payment_amount(usd, field="usd", maximum=MAX_PAYMENT_USD)
+
+    existing = Accumulation.objects.filter(payment_id=payment_id).select_related("client").first()
+    if existing is not None:
+        return _existing_result(existing, client_reference, eth_amount, usd_amount)
+
+    client = Client.objects.filter(reference=client_reference).first()
+    if client is None:
+        raise UnknownClientError(f"no client with reference {client_reference!r}")
+    runtime = runtime_settings_get()
+    try:
+        with transaction.atomic():
+            acc = Accumulation.objects.create(
+                client=client,
+                payment_id=payment_id,
+                order_id=order_id[:200],
+                eth=eth_amount,
+                usd=usd_amount,
+                fee_percent=client_fee_percent(client=client, runtime=runtime),
+            )
+            audit_record(
+                object_type="accumulation",
+                object_id=acc.pk,
+                kind="credited",
+                actor=actor,
+                to_state=Accumulation.State.PENDING,
+                data={"payment_id": payment_id, "eth": eth_amount, "usd": usd_amount},
+            )
+    except IntegrityError:
+        # A concurrent delivery of the same payment won the unique index.
+        existing = Accumulation.objects.select_related("client").get(payment_id=payment_id)
+        return _existing_result(existing, client_reference, eth_amount, usd_amount)
+    return RecordResult(accumulation=acc, created=True)
+
+
+def _existing_result(
+    existing: Accumulation, client_reference: str, eth: Decimal, usd: Decimal
+) -> RecordResult:
+    if (existing.client.reference, existing.eth, existing.usd) != (client_reference, eth, usd):
+        raise DuplicateConflictError(
+            f"payment {existing.payment_id} was credited as {existing.eth} ETH / {existing.usd} "
+            f"USD to {existing.client.reference}; this delivery says {eth} ETH / {usd} USD to "
+            f"{client_reference}"
+        )
+    return RecordResult(accumulation=existing, created=False)

@@ -1,0 +1,14 @@
+"""Test settings: production settings with test secrets; DEBUG stays off."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-that-is-long-enough-for-django-checks-000000")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("NOWPAYMENTS_IPN_SECRET", "test-ipn-secret")
+os.environ.setdefault("CHANGENOW_WEBHOOK_SECRET", "test-changenow-webhook-secret")
+os.environ.setdefault("CHANGENOW_API_KEY", "test-changenow-key")
+os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+
+from backoffice.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
