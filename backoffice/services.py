@@ -127,3 +127,59 @@ def demo_seed(*, clients: int, accumulations: int) -> dict[str, Any]:
         )
         created = cur.rowcount
     return {"clients": clients, "accumulations": created, "run": run}
+
+
+DEMO_CLIENTS: tuple[dict[str, str], ...] = (
+    {
+        "reference": "demo-instant-usdt",
+        "name": "Demo Coffee (instant, USDT on Ethereum)",
+        "payout_strategy": "instant",
+        "payout_threshold_usd": "0",
+        "payout_currency": "usdt",
+        "payout_network": "eth",
+        "payout_address": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+    },
+    {
+        "reference": "demo-threshold-btc",
+        "name": "Demo Books (threshold $50, BTC)",
+        "payout_strategy": "threshold",
+        "payout_threshold_usd": "50",
+        "payout_currency": "btc",
+        "payout_network": "btc",
+        "payout_address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    },
+    {
+        "reference": "demo-threshold-xmr",
+        "name": "Demo Games (threshold $25, XMR)",
+        "payout_strategy": "threshold",
+        "payout_threshold_usd": "25",
+        "payout_currency": "xmr",
+        "payout_network": "xmr",
+        "payout_address": (
+            "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wf"
+            "n3RVGQBEP3A"
+        ),
+    },
+)
+
+
+def demo_setup(*, admin_username: str, admin_password: str) -> dict[str, Any]:
+    """Demo merchants (validated like any import) and a superuser for the admin, idempotent."""
+    from django.contrib.auth import get_user_model
+
+    from payouts.services import client_upsert, client_validate
+    from payouts.transitions import Actor
+
+    actor = Actor.system("manage.py demo")
+    outcomes = {}
+    for data in DEMO_CLIENTS:
+        client, outcome = client_upsert(data=client_validate(data=data), actor=actor)
+        outcomes[client.reference] = outcome
+    user_model = get_user_model()
+    user, _ = user_model.objects.get_or_create(
+        username=admin_username, defaults={"is_staff": True, "is_superuser": True}
+    )
+    user.is_staff = user.is_superuser = True
+    user.set_password(admin_password)
+    user.save()
+    return {"clients": outcomes, "admin": admin_username}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -71,6 +72,8 @@ TEMPLATES = [
 # Database: DATABASE_URL when set, otherwise the embedded server under .data/ (never SQLite).
 if env.str("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
+    # A Unix-socket directory travels percent-encoded in the URL's host part.
+    DATABASES["default"]["HOST"] = unquote(str(DATABASES["default"].get("HOST", "")))
 else:
     from backoffice.embedded_db import ensure_running
 

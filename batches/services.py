@@ -2,9 +2,9 @@
 
 Both are set-based: the number of statements does not depend on the number of rows.
 
-Sweep: one statement locks the pending rows it can (SKIP LOCKED), inserts the batch with the
-totals of exactly those rows, and moves them; rows committed after the statement started
-stay pending for the next sweep. Single-flight through a transaction-scoped advisory lock.
+Sweep: one conditional UPDATE moves the pending rows into the batch and writes the totals of
+exactly the rows it moved onto the batch; rows committed after the statement started stay
+pending for the next sweep. Single-flight through a transaction-scoped advisory lock.
 
 Distribution: with A = amountTo quantized down to 6 decimals, every row gets
   usdt_i = floor_6dp(A * eth_i * (100 - fee_i) / 100 / sum(eth))
@@ -37,6 +37,9 @@ from payouts.transitions import Actor, TransitionError, audit_record, check_move
 
 # Any constant works as long as every sweeper uses the same one.
 SWEEP_LOCK_KEY = 0x5357_4545_5001  # "SWEEP" + 1
+# A pending row locked elsewhere makes the sweep fail after this long (and retry at the next
+# tick) rather than wait forever holding the sweep lock.
+SWEEP_ROW_LOCK_TIMEOUT_MS = 5000
 
 # USDT received can never sensibly exceed this multiple of the USD value credited for the
 # batch: a larger figure means a wrong asset or unit (the "3,800x over-swap" lesson).
@@ -118,11 +121,10 @@ def batch_sweep(
             return SweepResult(False, None, count, eth, usd, f"dry_run:{trigger}")
         batch_id = uuid.uuid4()
         moved_count, moved_eth, moved_usd = _move_pending_into_batch(
-            batch_id=batch_id, threshold=threshold, trigger=trigger
+            batch_id=batch_id, threshold=threshold, trigger=trigger, expected=(count, eth, usd)
         )
         if moved_count == 0:
-            # Every pending row was locked by someone else: no batch was inserted.
-            return SweepResult(False, None, 0, Decimal(0), Decimal(0), "rows_locked")
+            return SweepResult(False, None, 0, Decimal(0), Decimal(0), "no_pending")
         audit_record(
             object_type="conversionbatch",
             object_id=batch_id,
@@ -141,50 +143,70 @@ def batch_sweep(
     return SweepResult(True, str(batch_id), moved_count, moved_eth, moved_usd, str(trigger))
 
 
-_MOVE_SQL = """
-WITH locked AS (
-    SELECT id, eth, usd FROM payouts_accumulation
-    WHERE state = 'pending'
-    FOR UPDATE SKIP LOCKED
-), totals AS (
-    SELECT count(*) AS n, sum(eth) AS eth, sum(usd) AS usd FROM locked
-), batch AS (
-    INSERT INTO batches_conversionbatch (
-        id, state, row_count, exchange_id, payin_address, payin_extra_id, provider_status,
-        last_error, created_at, state_changed_at, eth_total, usd_total, threshold_usd, trigger
-    )
-    SELECT %(batch_id)s, 'reserved', n, '', '', '', '', '', now(), now(), eth, usd,
-           %(threshold)s, %(trigger)s
-    FROM totals WHERE n > 0
-    RETURNING id, row_count, eth_total, usd_total
-), moved AS (
-    UPDATE payouts_accumulation AS a
-    SET state = 'converting', batch_id = (SELECT id FROM batch), state_changed_at = now()
-    FROM locked
-    WHERE a.id = locked.id AND EXISTS (SELECT 1 FROM batch)
-    RETURNING a.eth, a.usd
+_INSERT_BATCH_SQL = """
+INSERT INTO batches_conversionbatch (
+    id, state, row_count, exchange_id, payin_address, payin_extra_id, provider_status,
+    last_error, created_at, state_changed_at, eth_total, usd_total, threshold_usd, trigger
+) VALUES (
+    %(batch_id)s, 'reserved', %(rows)s, '', '', '', '', '', now(), now(), %(eth)s, %(usd)s,
+    %(threshold)s, %(trigger)s
 )
-SELECT (SELECT count(*) FROM moved), (SELECT coalesce(sum(eth), 0) FROM moved),
-       (SELECT coalesce(sum(usd), 0) FROM moved),
-       (SELECT row_count FROM batch), (SELECT eth_total FROM batch), (SELECT usd_total FROM batch)
+"""
+
+# One statement moves exactly the rows it updates (a conditional update: a row changed by
+# someone else meanwhile is re-checked and skipped) and writes their totals on the batch.
+_MOVE_SQL = """
+WITH moved AS (
+    UPDATE payouts_accumulation
+    SET state = 'converting', batch_id = %(batch_id)s, state_changed_at = now()
+    WHERE state = 'pending'
+    RETURNING eth, usd
+), totals AS (
+    SELECT count(*) AS n, sum(eth) AS eth, sum(usd) AS usd FROM moved
+)
+UPDATE batches_conversionbatch AS b
+SET row_count = totals.n, eth_total = totals.eth, usd_total = totals.usd
+FROM totals
+WHERE b.id = %(batch_id)s AND totals.n > 0
+RETURNING b.row_count, b.eth_total, b.usd_total
 """
 
 
+class _NothingMoved(Exception):
+    pass
+
+
 def _move_pending_into_batch(
-    *, batch_id: uuid.UUID, threshold: Decimal, trigger: str
+    *,
+    batch_id: uuid.UUID,
+    threshold: Decimal,
+    trigger: str,
+    expected: tuple[int, Decimal, Decimal],
 ) -> tuple[int, Decimal, Decimal]:
-    with connection.cursor() as cur:
-        cur.execute(_MOVE_SQL, {"batch_id": batch_id, "threshold": threshold, "trigger": trigger})
-        moved_n, moved_eth, moved_usd, batch_n, batch_eth, batch_usd = cur.fetchone()
-    if moved_n == 0:
+    """Insert the batch (with the totals just read, to satisfy its constraints) and move the
+    pending rows into it; the batch then carries the totals of exactly what moved."""
+    rows, eth, usd = expected
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(
+                _INSERT_BATCH_SQL,
+                {
+                    "batch_id": batch_id,
+                    "rows": rows,
+                    "eth": eth,
+                    "usd": usd,
+                    "threshold": threshold,
+                    "trigger": trigger,
+                },
+            )
+            cur.execute(f"SET LOCAL lock_timeout = {int(SWEEP_ROW_LOCK_TIMEOUT_MS)}")
+            cur.execute(_MOVE_SQL, {"batch_id": batch_id})
+            moved = cur.fetchone()
+            if moved is None:
+                raise _NothingMoved  # roll the empty batch back: it must never exist
+    except _NothingMoved:
         return 0, Decimal(0), Decimal(0)
-    # The batch's frozen totals must be exactly what moved; anything else aborts the sweep.
-    if (moved_n, moved_eth, moved_usd) != (batch_n, batch_eth, batch_usd):
-        raise RuntimeError(
-            f"sweep moved {moved_n} rows / {moved_eth} ETH / {moved_usd} USD but the batch "
-            f"totals say {batch_n} / {batch_eth} / {batch_usd}"
-        )
-    return int(moved_n), Decimal(moved_eth), Decimal(moved_usd)
+    return int(moved[0]), Decimal(moved[1]), Decimal(moved[2])
 
 
 # --- distribution -----------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Accumulation(models.Model):
     }
 
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="accumulations")
-    payment_id = models.CharField(max_length=64, unique=True)
+    payment_id = models.CharField(max_length=64)
     order_id = models.CharField(max_length=200, blank=True, default="")
     eth = AmountField(help_text="Gross ETH received (NOWPayments outcome_amount).")
     usd = AmountField(help_text="USD value (NOWPayments price_amount).")
@@ -140,6 +140,7 @@ class Accumulation(models.Model):
         null=True,
         blank=True,
         related_name="accumulations",
+        db_index=False,  # partial index below
     )
     payout = models.ForeignKey(
         "payouts.Payout",
@@ -147,13 +148,16 @@ class Accumulation(models.Model):
         null=True,
         blank=True,
         related_name="accumulations",
+        db_index=False,  # partial index below
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     state_changed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
         constraints: ClassVar = [
+            # A constraint rather than unique=True: no second (LIKE) index to maintain.
+            models.UniqueConstraint(fields=["payment_id"], name="acc_payment_id_unique"),
             models.CheckConstraint(condition=Q(eth__gt=0), name="acc_eth_positive"),
             models.CheckConstraint(condition=Q(usd__gt=0), name="acc_usd_positive"),
             models.CheckConstraint(
@@ -188,6 +192,8 @@ class Accumulation(models.Model):
                 name="acc_written_off_has_batch",
             ),
         ]
+        # Every index costs each row move (sweep, distribution) one more write: keep few,
+        # and make them partial where most rows would only add NULL entries.
         indexes: ClassVar = [
             # The conversion sweep reads and locks only pending rows, oldest first.
             models.Index(
@@ -203,8 +209,10 @@ class Accumulation(models.Model):
                 condition=Q(state="converted"),
                 include=["usdt"],
             ),
-            models.Index(fields=["client", "state"], name="acc_client_state_idx"),
-            models.Index(fields=["state"], name="acc_state_idx"),
+            models.Index(fields=["batch"], name="acc_batch_idx", condition=Q(batch__isnull=False)),
+            models.Index(
+                fields=["payout"], name="acc_payout_idx", condition=Q(payout__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

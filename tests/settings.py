@@ -12,3 +12,6 @@ os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBa
 from backoffice.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A throwaway database per test run, so that concurrent runs never share one.
+DATABASES["default"]["TEST"] = {"NAME": f"test_backoffice_{os.getpid()}"}  # noqa: F405
