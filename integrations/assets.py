@@ -45,7 +45,7 @@ def decimals_of(asset: str) -> int:
 
 def to_decimal(value: object, *, field: str = "amount") -> Decimal:
     """Parse a value into a finite Decimal. Floats are refused: they already lost precision."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise AmountError(f"{field}: floats are not accepted, send a decimal string")
     if isinstance(value, Decimal):
         result = value

@@ -1,0 +1,132 @@
+"""Sandbox knobs: defaults, environment variables (``SANDBOX_*``), run-time updates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
+from typing import Any
+
+# anvil's first default account: a familiar development address (the sandbox holds no key).
+DEFAULT_HOST_WALLET = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+DEFAULT_USDT_CONTRACT = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
+
+# USD prices the sandbox quotes with. Rates move only through the per-exchange jitter.
+DEFAULT_PRICES_USD: dict[str, Decimal] = {
+    "eth": Decimal("3000"),
+    "usdt": Decimal("1"),
+    "usdc": Decimal("1"),
+    "btc": Decimal("60000"),
+    "ltc": Decimal("80"),
+    "xmr": Decimal("150"),
+    "trx": Decimal("0.12"),
+    "sol": Decimal("150"),
+    "xrp": Decimal("0.6"),
+    "bnb": Decimal("600"),
+    "matic": Decimal("0.7"),
+    "doge": Decimal("0.15"),
+}
+
+
+@dataclass
+class SandboxConfig:
+    # ChangeNOW side
+    api_key: str = ""  # when set, /v2 requires x-changenow-api-key to equal it
+    latency_ms: int = 0  # added to every /v2 and /rpc answer
+    error_rate: float = 0.0  # share of /v2 requests answered 5xx
+    rate_limit_rate: float = 0.0  # share of /v2 requests answered 429
+    retry_after: int = 1  # Retry-After sent with injected 429/503
+    rpc_error_rate: float = 0.0  # share of /rpc requests answered HTTP 502
+    step_seconds: float = 2.0  # time between confirming/exchanging/sending/finished
+    create_delay: float = 0.0  # POST /v2/exchange creates, then waits this long to answer
+    min_usd: Decimal = Decimal("10")  # default minimum deposit, in USD worth
+    min_amounts: dict[str, Decimal] = field(default_factory=dict)  # per from-ticker override
+    fee_percent: Decimal = Decimal("0.5")  # ChangeNOW's cut in quotes
+    payout_jitter_min: Decimal = Decimal("-0.02")  # realised amountTo vs the estimate
+    payout_jitter_max: Decimal = Decimal("0.005")
+    fixed_rate_seconds: int = 600  # lifetime of a fixed-rate quote and exchange
+    waiting_expiry_seconds: int = 7 * 24 * 3600  # a standard exchange with no deposit expires
+    prices_usd: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_PRICES_USD))
+    # Chain / signer side
+    chain_id: int = 1337
+    block_time: float = 0.0  # seconds a broadcast transaction stays pending
+    base_fee_gwei: Decimal = Decimal("1")
+    priority_fee_gwei: Decimal = Decimal("1")
+    host_wallet: str = DEFAULT_HOST_WALLET
+    extra_accounts: list[str] = field(default_factory=list)  # more signer-managed accounts
+    usdt_contract: str = DEFAULT_USDT_CONTRACT
+    eth_balance: Decimal = Decimal("100")  # of the host wallet at start
+    usdt_balance: Decimal = Decimal("100000")
+    sign_format: str = "raw"  # "raw" (anvil, Web3Signer) or "geth" ({raw, tx})
+    seed: int | None = None  # fixes random choices (jitter, ids) for reproducible runs
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Apply a partial update (JSON from the control endpoint); unknown keys refused."""
+        known = {f.name: f for f in fields(self)}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown sandbox setting {key!r}")
+            setattr(self, key, _coerce(getattr(self, key), value, key))
+        if self.sign_format not in ("raw", "geth"):
+            raise ValueError("sign_format must be 'raw' or 'geth'")
+        for name in ("error_rate", "rate_limit_rate", "rpc_error_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> SandboxConfig:
+        """Defaults, then ``defaults`` (from settings), then SANDBOX_<NAME> variables."""
+        environ = os.environ if environ is None else environ
+        config = cls()
+        config.update({k: v for k, v in defaults.items() if v not in (None, "")})
+        overrides: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f"SANDBOX_{f.name.upper()}")
+            if raw is not None and raw != "":
+                overrides[f.name] = raw
+        config.update(overrides)
+        return config
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    """Convert env strings and JSON values to the type of the current setting."""
+    if isinstance(value, float):
+        value = Decimal(str(value))  # from JSON parsed without parse_float: keep it exact
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(current, Decimal):
+            return Decimal(str(value))
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, int) and not isinstance(current, bool):
+            return int(value)
+        if current is None and key == "seed":
+            return None if value in (None, "") else int(value)
+        if isinstance(current, dict):
+            return {**current, **_decimal_map(value)}  # merge: {"eth": "0.01"} keeps others
+        if isinstance(current, list):
+            if isinstance(value, str):
+                return [item.strip() for item in value.split(",") if item.strip()]
+            return [str(item) for item in value]
+        return str(value)
+    except (ValueError, ArithmeticError, TypeError) as exc:
+        raise ValueError(f"bad value for {key}: {value!r} ({exc})") from None
+
+
+def _decimal_map(value: Any) -> dict[str, Decimal]:
+    """``{"eth": "0.01"}`` or the env form ``eth=0.01,usdt=5``."""
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("expected name=value pairs separated by commas")
+        return {name.strip().lower(): Decimal(amount.strip()) for name, amount in pairs}
+    if isinstance(value, Mapping):
+        return {str(k).lower(): Decimal(str(v)) for k, v in value.items()}
+    raise ValueError("expected a mapping")

@@ -1,0 +1,236 @@
+"""Minimal RLP and Ethereum transaction envelopes (legacy and EIP-1559).
+
+Used twice: the wallet client decodes what the signer signed and checks it is exactly the
+transfer it asked for (a signer that altered recipient, amount or nonce is caught before
+broadcast), and the sandbox signer produces well-formed raw transactions. No signature
+maths here: the app never holds a key and never recovers senders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils import keccak
+
+RlpItem = bytes | list["RlpItem"]
+
+
+def encode(item: RlpItem) -> bytes:
+    if isinstance(item, bytes | bytearray):
+        data = bytes(item)
+        if len(data) == 1 and data[0] < 0x80:
+            return data
+        return _length_prefix(len(data), 0x80) + data
+    payload = b"".join(encode(sub) for sub in item)
+    return _length_prefix(len(payload), 0xC0) + payload
+
+
+def _length_prefix(length: int, offset: int) -> bytes:
+    if length < 56:
+        return bytes([offset + length])
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([offset + 55 + len(size)]) + size
+
+
+def decode(data: bytes) -> RlpItem:
+    item, end = _decode_at(data, 0)
+    if end != len(data):
+        raise ValueError("trailing bytes after RLP item")
+    return item
+
+
+def _decode_at(data: bytes, pos: int) -> tuple[RlpItem, int]:
+    if pos >= len(data):
+        raise ValueError("truncated RLP")
+    prefix = data[pos]
+    if prefix < 0x80:
+        return data[pos : pos + 1], pos + 1
+    if prefix < 0xB8:
+        length = prefix - 0x80
+        start = pos + 1
+        return _slice(data, start, length), start + length
+    if prefix < 0xC0:
+        size = prefix - 0xB7
+        length = int.from_bytes(_slice(data, pos + 1, size), "big")
+        start = pos + 1 + size
+        return _slice(data, start, length), start + length
+    if prefix < 0xF8:
+        length = prefix - 0xC0
+        start = pos + 1
+    else:
+        size = prefix - 0xF7
+        length = int.from_bytes(_slice(data, pos + 1, size), "big")
+        start = pos + 1 + size
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated RLP list")
+    items: list[RlpItem] = []
+    cursor = start
+    while cursor < end:
+        item, cursor = _decode_at(data, cursor)
+        items.append(item)
+    if cursor != end:
+        raise ValueError("RLP list length mismatch")
+    return items, end
+
+
+def _slice(data: bytes, start: int, length: int) -> bytes:
+    if start + length > len(data):
+        raise ValueError("truncated RLP string")
+    return data[start : start + length]
+
+
+def int_to_bytes(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("RLP integers are unsigned")
+    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+
+
+def bytes_to_int(value: RlpItem) -> int:
+    if not isinstance(value, bytes):
+        raise ValueError("expected an RLP string for an integer")
+    if value[:1] == b"\x00":
+        raise ValueError("RLP integer with leading zero")
+    return int.from_bytes(value, "big")
+
+
+@dataclass(frozen=True)
+class DecodedTx:
+    """The fields of a signed transaction that matter for a transfer."""
+
+    type: int  # 0 legacy, 2 EIP-1559
+    chain_id: int | None
+    nonce: int
+    gas: int
+    to: str | None  # 0x-lowercase hex, None for contract creation
+    value: int
+    data: bytes
+    gas_price: int | None
+    max_fee_per_gas: int | None
+    max_priority_fee_per_gas: int | None
+    hash: str
+
+
+def tx_hash(raw: bytes) -> str:
+    return "0x" + keccak(raw).hex()
+
+
+def decode_transaction(raw: bytes) -> DecodedTx:
+    """Decode a signed legacy (EIP-155) or EIP-1559 transaction."""
+    if not raw:
+        raise ValueError("empty transaction")
+    if raw[0] == 0x02:
+        fields = decode(raw[1:])
+        if not isinstance(fields, list) or len(fields) != 12:
+            raise ValueError("EIP-1559 transaction must have 12 fields")
+        chain_id, nonce, tip, max_fee, gas, to, value, data = fields[:8]
+        return DecodedTx(
+            type=2,
+            chain_id=bytes_to_int(chain_id),
+            nonce=bytes_to_int(nonce),
+            gas=bytes_to_int(gas),
+            to=_address(to),
+            value=bytes_to_int(value),
+            data=_bytes(data),
+            gas_price=None,
+            max_fee_per_gas=bytes_to_int(max_fee),
+            max_priority_fee_per_gas=bytes_to_int(tip),
+            hash=tx_hash(raw),
+        )
+    if raw[0] < 0xC0:
+        raise ValueError(f"unsupported transaction type 0x{raw[0]:02x}")
+    fields = decode(raw)
+    if not isinstance(fields, list) or len(fields) != 9:
+        raise ValueError("legacy transaction must have 9 fields")
+    nonce, gas_price, gas, to, value, data, v = fields[:7]
+    v_int = bytes_to_int(v)
+    chain_id = (v_int - 35) // 2 if v_int >= 35 else None
+    return DecodedTx(
+        type=0,
+        chain_id=chain_id,
+        nonce=bytes_to_int(nonce),
+        gas=bytes_to_int(gas),
+        to=_address(to),
+        value=bytes_to_int(value),
+        data=_bytes(data),
+        gas_price=bytes_to_int(gas_price),
+        max_fee_per_gas=None,
+        max_priority_fee_per_gas=None,
+        hash=tx_hash(raw),
+    )
+
+
+def encode_eip1559(
+    *,
+    chain_id: int,
+    nonce: int,
+    max_priority_fee_per_gas: int,
+    max_fee_per_gas: int,
+    gas: int,
+    to: str | None,
+    value: int,
+    data: bytes,
+    y_parity: int,
+    r: int,
+    s: int,
+) -> bytes:
+    return b"\x02" + encode(
+        [
+            int_to_bytes(chain_id),
+            int_to_bytes(nonce),
+            int_to_bytes(max_priority_fee_per_gas),
+            int_to_bytes(max_fee_per_gas),
+            int_to_bytes(gas),
+            bytes.fromhex(to[2:]) if to else b"",
+            int_to_bytes(value),
+            data,
+            [],
+            int_to_bytes(y_parity),
+            int_to_bytes(r),
+            int_to_bytes(s),
+        ]
+    )
+
+
+def encode_legacy(
+    *,
+    chain_id: int,
+    nonce: int,
+    gas_price: int,
+    gas: int,
+    to: str | None,
+    value: int,
+    data: bytes,
+    recovery: int,
+    r: int,
+    s: int,
+) -> bytes:
+    return encode(
+        [
+            int_to_bytes(nonce),
+            int_to_bytes(gas_price),
+            int_to_bytes(gas),
+            bytes.fromhex(to[2:]) if to else b"",
+            int_to_bytes(value),
+            data,
+            int_to_bytes(chain_id * 2 + 35 + recovery),
+            int_to_bytes(r),
+            int_to_bytes(s),
+        ]
+    )
+
+
+def _address(value: RlpItem) -> str | None:
+    if not isinstance(value, bytes):
+        raise ValueError("address field is not a string")
+    if value == b"":
+        return None
+    if len(value) != 20:
+        raise ValueError("address field is not 20 bytes")
+    return "0x" + value.hex()
+
+
+def _bytes(value: RlpItem) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError("expected an RLP string")
+    return value
