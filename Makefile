@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export DJANGO_SETTINGS_MODULE := backoffice.settings
 
 .PHONY: run test install lint fmt bench db-start db-stop clean tools
 
