@@ -17,6 +17,10 @@ class ScheduledJob:
 
 SCHEDULES: tuple[ScheduledJob, ...] = (
     ScheduledJob("conversion_sweep", "batches.tasks.sweep_conversions", 5),
+    ScheduledJob("advance", "payouts.tasks.advance_open_orders", 1),
+    ScheduledJob("payout_sweep", "payouts.tasks.sweep_payouts", 5),
+    ScheduledJob("watchdog", "backoffice.tasks.watchdog", 5),
+    ScheduledJob("reconcile", "backoffice.tasks.reconcile", 24 * 60),
 )
 
 

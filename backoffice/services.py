@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
+from backoffice.models import WebhookEvent
 from batches.models import ConversionBatch
 from integrations.assets import format_amount
 from payouts.models import ACCUMULATION_STATES, FundedOrder, Payout
@@ -183,3 +186,155 @@ def demo_setup(*, admin_username: str, admin_password: str) -> dict[str, Any]:
     user.set_password(admin_password)
     user.save()
     return {"clients": outcomes, "admin": admin_username}
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    outcome: str
+    reason: str = ""
+    malformed: bool = False
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _body_text(body: bytes) -> str:
+    return body.decode("utf-8", errors="backslashreplace")
+
+
+def webhook_reject(
+    *, provider: str, body: bytes, reason: str, request_id: str, signature_valid: bool
+) -> None:
+    """Keep a rejected delivery (bad signature, malformed) for the record; replays of the
+    same bytes are stored once."""
+    WebhookEvent.objects.get_or_create(
+        provider=provider,
+        event_id=f"rejected:{_digest(body)}",
+        defaults={
+            "signature_valid": signature_valid,
+            "outcome": WebhookEvent.Outcome.REJECTED,
+            "reason": reason[:2000],
+            "body": _body_text(body),
+            "request_id": request_id,
+        },
+    )
+
+
+def _store_event(
+    *, provider: str, event_id: str, body: bytes, request_id: str, **fields: Any
+) -> tuple[WebhookEvent, bool]:
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.create(
+                provider=provider,
+                event_id=event_id[:200],
+                signature_valid=True,
+                body=_body_text(body),
+                request_id=request_id,
+                **fields,
+            )
+            return event, True
+    except IntegrityError:
+        return WebhookEvent.objects.get(provider=provider, event_id=event_id[:200]), False
+
+
+def ipn_apply(*, payload: dict[str, Any], body: bytes, request_id: str) -> WebhookOutcome:
+    """Store a verified IPN and credit it when it is a finished ETH payment in USD for a known
+    client; anything else is kept (ignored / unmatched) with the reason."""
+    from payouts.services import IntakeError, accumulation_record
+    from payouts.transitions import Actor
+
+    payment_id = str(payload.get("payment_id") or "").strip()
+    status = str(payload.get("payment_status") or "").strip().lower()
+    if not payment_id or not status or len(payment_id) > 64:
+        webhook_reject(
+            provider="nowpayments",
+            body=body,
+            reason="payment_id or payment_status missing",
+            request_id=request_id,
+            signature_valid=True,
+        )
+        return WebhookOutcome("malformed", "payment_id and payment_status are required", True)
+    order_id = str(payload.get("order_id") or "")
+    event, created = _store_event(
+        provider="nowpayments",
+        event_id=f"{payment_id}:{status}:{_digest(body)[:16]}",
+        body=body,
+        request_id=request_id,
+        outcome=WebhookEvent.Outcome.IGNORED,
+        payment_id=payment_id,
+        reference=order_id[:200],
+    )
+    if not created:
+        return WebhookOutcome(WebhookEvent.Outcome.DUPLICATE, "replayed delivery")
+    if status != "finished":
+        _set_outcome(event, WebhookEvent.Outcome.IGNORED, f"payment_status {status}")
+        return WebhookOutcome(WebhookEvent.Outcome.IGNORED)
+    problem = _ipn_problem(payload)
+    if problem:
+        _set_outcome(event, WebhookEvent.Outcome.UNMATCHED, problem)
+        return WebhookOutcome(WebhookEvent.Outcome.UNMATCHED, problem)
+    try:
+        result = accumulation_record(
+            client_reference=order_id.split(":", 1)[0].strip(),
+            payment_id=payment_id,
+            eth=payload.get("outcome_amount"),
+            usd=payload.get("price_amount"),
+            order_id=order_id,
+            actor=Actor.system("webhook:nowpayments"),
+        )
+    except IntakeError as exc:
+        _set_outcome(event, WebhookEvent.Outcome.UNMATCHED, f"{exc.code}: {exc.message}")
+        return WebhookOutcome(WebhookEvent.Outcome.UNMATCHED, exc.message)
+    outcome = WebhookEvent.Outcome.APPLIED if result.created else WebhookEvent.Outcome.DUPLICATE
+    _set_outcome(event, outcome, "", accumulation=result.accumulation)
+    return WebhookOutcome(outcome)
+
+
+def _ipn_problem(payload: dict[str, Any]) -> str:
+    if str(payload.get("outcome_currency") or "").lower() != "eth":
+        return f"outcome_currency {payload.get('outcome_currency')!r} is not eth"
+    if str(payload.get("price_currency") or "").lower() != "usd":
+        return f"price_currency {payload.get('price_currency')!r} is not usd"
+    if not str(payload.get("order_id") or "").split(":", 1)[0].strip():
+        return "order_id carries no client reference"
+    return ""
+
+
+def _set_outcome(event: WebhookEvent, outcome: str, reason: str, **fields: Any) -> None:
+    WebhookEvent.objects.filter(pk=event.pk).update(outcome=outcome, reason=reason[:2000], **fields)
+
+
+def nudge_apply(*, body: bytes, request_id: str) -> WebhookOutcome:
+    """A verified ChangeNOW nudge: store it and enqueue an immediate step of the order that
+    owns the exchange. The message is never trusted for amounts or states."""
+    import json
+
+    from payouts.engine import enqueue_advance, order_find_by_exchange
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return WebhookOutcome("malformed", "body is not JSON", True)
+    exchange_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(exchange_id, str) or not exchange_id.strip() or len(exchange_id) > 64:
+        return WebhookOutcome("malformed", 'body must be {"id": "<exchange id>"}', True)
+    found = order_find_by_exchange(exchange_id)
+    outcome = WebhookEvent.Outcome.NUDGED if found else WebhookEvent.Outcome.UNKNOWN_EXCHANGE
+    _store_event(
+        provider="changenow",
+        event_id=f"{exchange_id}:{_digest(body)[:16]}:{request_id}",
+        body=body,
+        request_id=request_id,
+        outcome=outcome,
+        reference=exchange_id,
+        reason="" if found else "no order owns this exchange",
+    )
+    if found:
+        with transaction.atomic():
+            enqueue_advance(kind=found[0], order_id=found[1])
+    return WebhookOutcome(outcome)

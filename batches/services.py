@@ -146,10 +146,11 @@ def batch_sweep(
 _INSERT_BATCH_SQL = """
 INSERT INTO batches_conversionbatch (
     id, state, row_count, exchange_id, payin_address, payin_extra_id, provider_status,
-    last_error, created_at, state_changed_at, eth_total, usd_total, threshold_usd, trigger
+    last_error, last_error_code, retry_count, created_at, state_changed_at, eth_total,
+    usd_total, threshold_usd, trigger
 ) VALUES (
-    %(batch_id)s, 'reserved', %(rows)s, '', '', '', '', '', now(), now(), %(eth)s, %(usd)s,
-    %(threshold)s, %(trigger)s
+    %(batch_id)s, 'reserved', %(rows)s, '', '', '', '', '', '', 0, now(), now(), %(eth)s,
+    %(usd)s, %(threshold)s, %(trigger)s
 )
 """
 
@@ -363,3 +364,45 @@ def batch_transition(
         data=data,
         updates=updates,
     )
+
+
+_BATCH_RELEASE_SQL = """
+WITH moved AS (
+    UPDATE payouts_accumulation
+    SET state = %(to_state)s,
+        batch_id = CASE WHEN %(to_state)s = 'pending' THEN NULL ELSE batch_id END,
+        state_changed_at = now()
+    WHERE batch_id = %(batch_id)s AND state = 'converting'
+    RETURNING eth
+)
+SELECT count(*), coalesce(sum(eth), 0) FROM moved
+"""
+
+
+def batch_release_and_close(
+    *,
+    batch_id: uuid.UUID | str,
+    to_state: str,
+    actor: Actor,
+    reason: str,
+    write_off: bool = False,
+) -> int:
+    """Close a batch (`failed` or `force_closed`) and, in the same transaction, release its
+    rows to `pending` (swept again) or write them off. Returns the number of rows moved."""
+    rows_to = "written_off" if write_off else "pending"
+    check_move(Accumulation, "converting", rows_to)
+    with transaction.atomic():
+        batch = ConversionBatch.objects.select_for_update().get(pk=batch_id)
+        check_move(ConversionBatch, batch.state, to_state)
+        with connection.cursor() as cur:
+            cur.execute(_BATCH_RELEASE_SQL, {"batch_id": batch.pk, "to_state": rows_to})
+            rows, eth = cur.fetchone()
+        transition(
+            model=ConversionBatch,
+            pk=batch.pk,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            data={"rows": rows, "eth": eth, "accumulations": f"converting -> {rows_to}"},
+        )
+    return int(rows)

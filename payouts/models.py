@@ -238,8 +238,10 @@ class FundedOrder(models.Model):
     # Any non-terminal order may be force-closed by an operator; `failed` is reachable only
     # before funds could have left; after `funds_sent` only an operator closes an order.
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
-        "reserved": frozenset({"exchange_created", "funds_sent", "failed", "force_closed"}),
-        "exchange_created": frozenset({"funds_sent", "failed", "force_closed"}),
+        "reserved": frozenset(
+            {"exchange_created", "funds_sent", "failed", "needs_attention", "force_closed"}
+        ),
+        "exchange_created": frozenset({"funds_sent", "failed", "needs_attention", "force_closed"}),
         "funds_sent": frozenset({"converting", "completed", "needs_attention", "force_closed"}),
         "converting": frozenset({"completed", "needs_attention", "force_closed"}),
         "needs_attention": frozenset(
@@ -258,6 +260,13 @@ class FundedOrder(models.Model):
     payin_extra_id = models.CharField(max_length=128, blank=True, default="")
     provider_status = models.CharField(max_length=32, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
+    last_error_code = models.CharField(max_length=48, blank=True, default="")
+    retry_count = models.PositiveIntegerField(
+        default=0, help_text="Consecutive failed attempts of the current step."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Backoff: the engine leaves the order alone until then."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     state_changed_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -403,3 +412,141 @@ class RuntimeSettings(models.Model):
 
     def __str__(self) -> str:
         return "run-time settings"
+
+
+class OrderLinkMixin(models.Model):
+    """Belongs to exactly one funded order: a conversion batch or a payout."""
+
+    batch = models.ForeignKey(
+        "batches.ConversionBatch", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    payout = models.ForeignKey(
+        "payouts.Payout", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def order_id(self) -> object:
+        return self.batch_id or self.payout_id
+
+
+def one_order_constraint(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(batch__isnull=False, payout__isnull=True)
+        | Q(batch__isnull=True, payout__isnull=False),
+        name=name,
+    )
+
+
+class ExchangeAttempt(OrderLinkMixin):
+    """Every ChangeNOW exchange ever requested for an order, kept forever (never replaced).
+
+    The row is written *before* the create call (status `creating`), so a crash or timeout
+    leaves evidence that an exchange may exist at ChangeNOW.
+    """
+
+    exchange_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    status = models.CharField(max_length=32, default="creating")
+    from_currency = models.CharField(max_length=16)
+    from_network = models.CharField(max_length=16, blank=True, default="")
+    to_currency = models.CharField(max_length=16)
+    to_network = models.CharField(max_length=16, blank=True, default="")
+    amount_from = AmountField()
+    expected_amount_to = AmountField(null=True, blank=True)
+    amount_to = AmountField(null=True, blank=True)
+    payin_address = models.CharField(max_length=128, blank=True, default="")
+    payin_extra_id = models.CharField(max_length=128, blank=True, default="")
+    payout_address = models.CharField(max_length=128, blank=True, default="")
+    payout_extra_id = models.CharField(max_length=128, blank=True, default="")
+    payin_hash = models.CharField(max_length=128, blank=True, default="")
+    payout_hash = models.CharField(max_length=128, blank=True, default="")
+    valid_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    status_history = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints: ClassVar = [
+            one_order_constraint("attempt_one_order"),
+            models.CheckConstraint(condition=Q(amount_from__gt=0), name="attempt_amount_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"exchange {self.exchange_id or '(creating)'} {self.status}"
+
+
+class Transfer(OrderLinkMixin):
+    """A transfer intent from the host wallet: written with its nonce before signing, then the
+    signed bytes and hash, then broadcast. A retry re-broadcasts the same bytes; it never
+    signs a second transaction for the same intent. At most one live transfer per order."""
+
+    class State(models.TextChoices):
+        INTENT = "intent"
+        SIGNED = "signed"
+        BROADCAST = "broadcast"
+        MINED = "mined"
+        REVERTED = "reverted"
+        ABANDONED = "abandoned"
+
+    LIVE: ClassVar[tuple[str, ...]] = ("intent", "signed", "broadcast", "mined")
+
+    attempt = models.PositiveSmallIntegerField(default=1)
+    asset = models.CharField(max_length=8)
+    amount = AmountField()
+    to_address = models.CharField(max_length=64)
+    from_address = models.CharField(max_length=64)
+    chain_id = models.PositiveBigIntegerField()
+    nonce = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.INTENT)
+    raw_tx = models.TextField(blank=True, default="")
+    tx_hash = models.CharField(max_length=66, blank=True, default="", db_index=True)
+    broadcast_count = models.PositiveIntegerField(default=0)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    signed_at = models.DateTimeField(null=True, blank=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    mined_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints: ClassVar = [
+            one_order_constraint("transfer_one_order"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_pos"),
+            models.CheckConstraint(
+                condition=Q(
+                    state__in=["intent", "signed", "broadcast", "mined", "reverted", "abandoned"]
+                ),
+                name="transfer_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["intent", "abandoned"]) | (~Q(raw_tx="") & ~Q(tx_hash="")),
+                name="transfer_signed_has_bytes",
+            ),
+            # Never two live sends for one order.
+            models.UniqueConstraint(
+                fields=["batch"],
+                condition=Q(state__in=["intent", "signed", "broadcast", "mined"]),
+                name="transfer_one_live_per_batch",
+            ),
+            models.UniqueConstraint(
+                fields=["payout"],
+                condition=Q(state__in=["intent", "signed", "broadcast", "mined"]),
+                name="transfer_one_live_per_payout",
+            ),
+            models.UniqueConstraint(fields=["batch", "attempt"], name="transfer_batch_attempt"),
+            models.UniqueConstraint(fields=["payout", "attempt"], name="transfer_payout_attempt"),
+            # One nonce carries one transaction: two intents can never both be mined.
+            models.UniqueConstraint(
+                fields=["from_address", "chain_id", "nonce"],
+                condition=Q(state__in=["intent", "signed", "broadcast", "mined"]),
+                name="transfer_nonce_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.asset} -> {self.to_address} ({self.state})"

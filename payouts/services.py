@@ -15,7 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from integrations.assets import AmountError, check_positive, to_base_units, to_decimal
+from integrations.assets import (
+    AmountError,
+    check_positive,
+    format_amount,
+    to_base_units,
+    to_decimal,
+)
 from payouts.models import Accumulation, Client, RuntimeSettings
 from payouts.transitions import Actor, audit_record
 
@@ -364,3 +370,265 @@ def _existing_result(
             f"{client_reference}"
         )
     return RecordResult(accumulation=existing, created=False)
+
+
+# --- payouts ----------------------------------------------------------------------------
+
+PAYOUT_SWEEP_LOCK_KEY = 0x5041_594F_5554  # "PAYOUT"
+PAYOUT_FROM = ("usdt", "eth")  # payouts are funded in USDT (ERC-20) from the host wallet
+
+
+def payout_is_direct(*, currency: str, network: str) -> bool:
+    """A client paid in USDT on Ethereum gets a plain ERC-20 transfer, no exchange."""
+    return (currency.lower(), network.lower()) == PAYOUT_FROM
+
+
+@dataclass
+class PayoutSweepResult:
+    created: int = 0
+    payouts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"created": self.created, "payouts": self.payouts, "skipped": self.skipped}
+
+
+_PAYOUT_CANDIDATES_SQL = """
+SELECT c.id, c.reference, c.active, c.payout_threshold_usd, c.payout_currency, c.payout_network,
+       count(*), sum(a.usdt)
+FROM payouts_accumulation a JOIN payouts_client c ON c.id = a.client_id
+WHERE a.state = 'converted'
+GROUP BY c.id
+HAVING sum(a.usdt) > 0 AND sum(a.usdt) >= c.payout_threshold_usd
+ORDER BY c.id
+"""
+
+_PAYOUT_MOVE_SQL = """
+WITH moved AS (
+    UPDATE payouts_accumulation
+    SET state = 'paying', payout_id = %(payout_id)s, state_changed_at = now()
+    WHERE client_id = %(client_id)s AND state = 'converted'
+    RETURNING usdt
+), totals AS (
+    SELECT count(*) AS n, sum(usdt) AS usdt FROM moved
+)
+UPDATE payouts_payout AS p
+SET row_count = totals.n, usdt_amount = totals.usdt
+FROM totals
+WHERE p.id = %(payout_id)s AND totals.n > 0 AND totals.usdt > 0
+RETURNING p.row_count, p.usdt_amount
+"""
+
+
+def _open_payout_clients() -> set[int]:
+    from payouts.models import Payout
+
+    return set(
+        Payout.objects.exclude(state__in=Payout.TERMINAL).values_list("client_id", flat=True)
+    )
+
+
+def payout_sweep(
+    *, actor: Actor, dry_run: bool = False, minimum_for: Any = None
+) -> PayoutSweepResult:
+    """Reserve each eligible client's converted rows into one payout.
+
+    `minimum_for(currency, network) -> Decimal | None` gives ChangeNOW's minimum USDT amount
+    for the pair (None: unknown, the client is skipped and reported, never paid blindly).
+    """
+    import uuid
+
+    from django.db import connection
+
+    from payouts.models import Payout
+    from payouts.transitions import check_move
+
+    check_move(Accumulation, "converted", "paying")
+    result = PayoutSweepResult()
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", [PAYOUT_SWEEP_LOCK_KEY])
+        if not cur.fetchone()[0]:
+            result.reason = "busy"
+            return result
+    try:
+        if runtime_settings_get().payouts_paused:
+            result.reason = "paused"
+            return result
+        with connection.cursor() as cur:
+            cur.execute(_PAYOUT_CANDIDATES_SQL)
+            candidates = cur.fetchall()
+        open_clients = _open_payout_clients()
+        minimums: dict[tuple[str, str], Decimal | None] = {}
+        for client_id, reference, active, _threshold, currency, network, rows, usdt in candidates:
+            usdt = Decimal(usdt)
+            if not active:
+                result.skipped.append({"client": reference, "reason": "inactive"})
+                continue
+            if client_id in open_clients:
+                result.skipped.append({"client": reference, "reason": "open_payout"})
+                continue
+            if not payout_is_direct(currency=currency, network=network):
+                if (currency, network) not in minimums:
+                    minimums[(currency, network)] = (
+                        minimum_for(currency, network) if minimum_for else None
+                    )
+                minimum = minimums[(currency, network)]
+                if minimum is None:
+                    result.skipped.append({"client": reference, "reason": "minimum_unknown"})
+                    continue
+                if usdt < minimum:
+                    result.skipped.append(
+                        {"client": reference, "reason": f"below_exchange_minimum:{minimum}"}
+                    )
+                    continue
+            if dry_run:
+                result.payouts.append(
+                    {"payout_id": None, "client": reference, "rows": rows, "usdt": str(usdt)}
+                )
+                continue
+            payout_id = uuid.uuid4()
+            with transaction.atomic():
+                client = Client.objects.select_for_update().get(pk=client_id)
+                Payout.objects.create(
+                    id=payout_id,
+                    client=client,
+                    row_count=rows,
+                    usdt_amount=usdt,
+                    currency=client.payout_currency,
+                    network=client.payout_network,
+                    address=client.payout_address,
+                    extra_id=client.payout_extra_id,
+                )
+                with connection.cursor() as cur:
+                    cur.execute(_PAYOUT_MOVE_SQL, {"payout_id": payout_id, "client_id": client_id})
+                    moved = cur.fetchone()
+                if moved is None:
+                    raise RuntimeError(f"payout for {reference}: no converted rows moved")
+                moved_rows, moved_usdt = int(moved[0]), Decimal(moved[1])
+                audit_record(
+                    object_type="payout",
+                    object_id=payout_id,
+                    kind="created",
+                    actor=actor,
+                    to_state="reserved",
+                    reason="payout sweep",
+                    data={
+                        "client": reference,
+                        "rows": moved_rows,
+                        "usdt": moved_usdt,
+                        "destination": f"{client.payout_currency}/{client.payout_network} "
+                        f"{client.payout_address}",
+                        "accumulations": "converted -> paying",
+                    },
+                )
+                _enqueue_payout(payout_id)
+            result.created += 1
+            result.payouts.append(
+                {
+                    "payout_id": str(payout_id),
+                    "client": reference,
+                    "rows": moved_rows,
+                    "usdt": format_amount(moved_usdt),
+                }
+            )
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", [PAYOUT_SWEEP_LOCK_KEY])
+    return result
+
+
+def _enqueue_payout(payout_id: object) -> None:
+    from payouts.engine import enqueue_advance
+
+    enqueue_advance(kind="payout", order_id=payout_id)
+
+
+_PAYOUT_PAID_SQL = """
+WITH moved AS (
+    UPDATE payouts_accumulation SET state = 'paid', state_changed_at = now()
+    WHERE payout_id = %(payout_id)s AND state = 'paying'
+    RETURNING usdt
+)
+SELECT count(*), coalesce(sum(usdt), 0) FROM moved
+"""
+
+_PAYOUT_RELEASE_SQL = """
+WITH moved AS (
+    UPDATE payouts_accumulation
+    SET state = %(to_state)s, payout_id = CASE WHEN %(to_state)s = 'converted' THEN NULL
+                                              ELSE payout_id END,
+        state_changed_at = now()
+    WHERE payout_id = %(payout_id)s AND state = 'paying'
+    RETURNING usdt
+)
+SELECT count(*), coalesce(sum(usdt), 0) FROM moved
+"""
+
+
+def payout_complete(*, payout_id: Any, amount_to: Decimal | None, actor: Actor) -> bool:
+    """Mark the payout's rows paid and the payout completed in one transaction; a second
+    call on a completed payout is a no-op (returns False)."""
+    from django.db import connection
+
+    from payouts.models import Payout
+    from payouts.transitions import check_move, transition
+
+    check_move(Accumulation, "paying", "paid")
+    with transaction.atomic():
+        payout = Payout.objects.select_for_update().get(pk=payout_id)
+        if payout.state == Payout.State.COMPLETED:
+            return False
+        check_move(Payout, payout.state, Payout.State.COMPLETED)
+        with connection.cursor() as cur:
+            cur.execute(_PAYOUT_PAID_SQL, {"payout_id": payout.pk})
+            rows, usdt = cur.fetchone()
+        if (rows, Decimal(usdt)) != (payout.row_count, payout.usdt_amount):
+            raise RuntimeError(
+                f"payout {payout.pk}: {rows} rows / {usdt} USDT paying, expected "
+                f"{payout.row_count} / {payout.usdt_amount}"
+            )
+        transition(
+            model=Payout,
+            pk=payout.pk,
+            to_state="completed",
+            actor=actor,
+            reason="payout delivered",
+            updates={"amount_to": amount_to},
+            data={
+                "rows": rows,
+                "usdt": payout.usdt_amount,
+                "amount_to": amount_to,
+                "accumulations": "paying -> paid",
+            },
+        )
+    return True
+
+
+def payout_release_and_close(
+    *, payout_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
+) -> int:
+    """Close a payout (`failed` or `force_closed`) and, in the same transaction, release its
+    rows to `converted` (paid again by a later sweep) or write them off."""
+    from django.db import connection
+
+    from payouts.models import Payout
+    from payouts.transitions import check_move, transition
+
+    rows_to = "written_off" if write_off else "converted"
+    check_move(Accumulation, "paying", rows_to)
+    with transaction.atomic():
+        payout = Payout.objects.select_for_update().get(pk=payout_id)
+        check_move(Payout, payout.state, to_state)
+        with connection.cursor() as cur:
+            cur.execute(_PAYOUT_RELEASE_SQL, {"payout_id": payout.pk, "to_state": rows_to})
+            rows, usdt = cur.fetchone()
+        transition(
+            model=Payout,
+            pk=payout.pk,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            data={"rows": rows, "usdt": usdt, "accumulations": f"paying -> {rows_to}"},
+        )
+    return int(rows)

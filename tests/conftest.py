@@ -1,9 +1,16 @@
-"""Shared fixtures: personas (viewer, operator, approver) and the system actor."""
+"""Shared fixtures: personas (viewer, operator, approver), the system actor, and one
+in-process sandbox (ChangeNOW API + JSON-RPC signer over real HTTP) for the session."""
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
+import requests
+
+from integrations.sandbox import SandboxConfig, SandboxServer
 from payouts.transitions import Actor
 from tests.personas import persona
 
@@ -26,3 +33,71 @@ def operator(db):  # noqa: ANN001, ANN201
 @pytest.fixture
 def approver(db):  # noqa: ANN001, ANN201
     return persona("approver")
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    server = SandboxServer(SandboxConfig()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
+    """The session's sandbox with fresh state and default knobs (seeded: reproducible)."""
+    app = sandbox_server.app
+    with app.lock:
+        for f in dataclasses.fields(SandboxConfig):
+            setattr(app.config, f.name, getattr(SandboxConfig(seed=7), f.name))
+        app.clock_offset = 0.0
+        app.reset()
+    return sandbox_server
+
+
+class Control:
+    """The sandbox's control endpoints, over HTTP like a person with curl would use them."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        self.url = server.url
+        self.session = requests.Session()
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self.session.post(f"{self.url}{path}", json=body or {}, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def state(self) -> Any:
+        response = self.session.get(f"{self.url}/_sandbox/state", timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def advance(self, seconds: float) -> None:
+        self.post("/_sandbox/clock", {"advance": seconds})
+
+    def config(self, **values: Any) -> Any:
+        return self.post("/_sandbox/config", values)
+
+    def fail(self, **rule: Any) -> Any:
+        return self.post("/_sandbox/fail", rule)
+
+    def script(self, exchange_id: str, **script: Any) -> Any:
+        return self.post(f"/_sandbox/exchanges/{exchange_id}/script", script)
+
+    def exchange(self, exchange_id: str) -> dict[str, Any]:
+        return next(e for e in self.state()["exchanges"] if e["id"] == exchange_id)
+
+
+@pytest.fixture
+def control(sandbox: SandboxServer) -> Control:
+    return Control(sandbox)
+
+
+@pytest.fixture
+def providers(sandbox: SandboxServer, settings: Any) -> Control:
+    """Point the application's provider settings at the sandbox; returns its control API."""
+    config = sandbox.app.config
+    settings.CHANGENOW_API_URL = sandbox.url
+    settings.WALLET_RPC_URL = sandbox.rpc_url
+    settings.HOST_WALLET_ADDRESS = config.host_wallet
+    settings.USDT_CONTRACT_ADDRESS = config.usdt_contract
+    return Control(sandbox)

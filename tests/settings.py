@@ -15,3 +15,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # A throwaway database per test run, so that concurrent runs never share one.
 DATABASES["default"]["TEST"] = {"NAME": f"test_backoffice_{os.getpid()}"}  # noqa: F405
+ENGINE_ENQUEUE_FOLLOWUPS = False

@@ -41,7 +41,7 @@ def test_bootstrap_is_idempotent() -> None:
     assert RuntimeSettings.objects.count() == 1
 
 
-def test_sweep_json_has_the_contract_shape() -> None:
+def test_sweep_json_has_the_contract_shape(providers) -> None:  # noqa: ANN001
     client = ClientFactory()
     for _ in range(3):
         AccumulationFactory(client=client, usd=Decimal("10"), eth=Decimal("0.004"))

@@ -12,7 +12,8 @@ from integrations.changenow.types import CreatedExchange
 from integrations.errors import ChangeNowError
 from integrations.sandbox import SandboxServer
 from integrations.wallet.client import WalletClient
-from tests.integrations.conftest import NO_WAIT, Control
+from tests.conftest import Control
+from tests.integrations.conftest import NO_WAIT
 
 CLIENT_ETH = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 CLIENT_BTC = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"

@@ -13,7 +13,7 @@ from integrations.changenow.client import ChangeNowClient
 from integrations.errors import ChangeNowError, ProviderError
 from integrations.http import HttpClient, RetryPolicy, dumps, loads, parse_retry_after
 from integrations.sandbox import SandboxServer
-from tests.integrations.conftest import Control
+from tests.conftest import Control
 
 FAST_RETRY = RetryPolicy(retries=2, backoff_factor=0, backoff_jitter=0)
 MIN_AMOUNT = "/v2/exchange/min-amount"

@@ -20,7 +20,7 @@ from integrations.errors import ChangeNowError
 from integrations.http import RetryPolicy
 from integrations.sandbox import SandboxConfig, SandboxServer
 from integrations.wallet.client import WalletClient
-from tests.integrations.conftest import Control
+from tests.conftest import Control
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE_TRY = RetryPolicy(retries=0)

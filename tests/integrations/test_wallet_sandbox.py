@@ -11,7 +11,7 @@ from integrations.errors import WalletError, WalletErrorKind
 from integrations.sandbox import SandboxServer
 from integrations.wallet.client import Fees, WalletClient
 from integrations.wallet.rlp import decode_transaction
-from tests.integrations.conftest import Control
+from tests.conftest import Control
 
 RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 

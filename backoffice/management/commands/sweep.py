@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from batches.services import batch_sweep
+from batches.tasks import conversion_sweep
 from payouts.transitions import Actor
 
 
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: object, **options: object) -> None:
-        result = batch_sweep(
+        result = conversion_sweep(
             actor=Actor.system("manage.py sweep"), dry_run=bool(options["dry_run"])
         )
         if options["json"]:
