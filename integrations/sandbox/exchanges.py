@@ -503,7 +503,8 @@ class ChangeNowSim:
             if exchange.flow == "fixed-rate"
             else exchange.created_at + self.config.waiting_expiry_seconds
         )
-        scripted_expiry = script["at"] if outcome == "expired" else None
+        # Scripted before any deposit, "expired" and "failed" end the exchange at once.
+        scripted_expiry = script["at"] if outcome in ("expired", "failed") else None
         if outcome == "stuck" and script.get("status") == "waiting":
             return steps  # the deposit is never noticed
         deposit_at = exchange.deposit_at
@@ -518,7 +519,8 @@ class ChangeNowSim:
                 else None
             )
             if end is not None:
-                steps.append((end, "expired"))
+                failed = outcome == "failed" and end == scripted_expiry
+                steps.append((end, "failed" if failed else "expired"))
             return steps
         s = self.config.step_seconds
         happy = [
