@@ -66,11 +66,22 @@ def roles_setup() -> list[str]:
         "view_auditevent",
         "view_runtimesettings",
         "view_conversionbatch",
+        "view_webhookevent",
+        "view_exchangeattempt",
+        "view_transfer",
     ]
+    operator = [*view_codenames, "sync_orders", "retry_orders", "resolve_webhooks", "export_data"]
     grants = {
         "finance_viewer": view_codenames,
-        "finance_operator": view_codenames,
-        "finance_approver": [*view_codenames, "change_runtimesettings"],
+        "finance_operator": operator,
+        "finance_approver": [
+            *operator,
+            "force_close_orders",
+            "force_complete_orders",
+            "pause_jobs",
+            "change_runtimesettings",
+            "change_client",
+        ],
     }
     with transaction.atomic():
         for name, codenames in grants.items():
@@ -338,3 +349,71 @@ def nudge_apply(*, body: bytes, request_id: str) -> WebhookOutcome:
         with transaction.atomic():
             enqueue_advance(kind=found[0], order_id=found[1])
     return WebhookOutcome(outcome)
+
+
+class ResolveError(Exception):
+    """An unmatched event that cannot be credited as asked; the message says why."""
+
+
+def webhook_event_resolve(
+    *, event_id: int, client_reference: str, actor: Any, reason: str
+) -> WebhookEvent:
+    """Credit an unmatched NOWPayments event to a client chosen by finance, exactly once.
+
+    Only the facts in the stored, verified body are used; the payment must still be a
+    finished ETH payment priced in USD."""
+    import json
+    from decimal import Decimal
+
+    from payouts.services import IntakeError, accumulation_record
+
+    if not reason.strip():
+        raise ResolveError("a reason is required")
+    with transaction.atomic():
+        event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+        if event.provider != WebhookEvent.Provider.NOWPAYMENTS or not event.signature_valid:
+            raise ResolveError("only verified NOWPayments events can be resolved")
+        if event.outcome != WebhookEvent.Outcome.UNMATCHED:
+            raise ResolveError(f"event is {event.outcome}, not unmatched")
+        payload = json.loads(event.body, parse_float=Decimal)
+        if str(payload.get("payment_status", "")).lower() != "finished":
+            raise ResolveError("the payment is not finished")
+        problem = _ipn_problem({**payload, "order_id": f"{client_reference}:"})
+        if problem:
+            raise ResolveError(problem)
+        try:
+            result = accumulation_record(
+                client_reference=client_reference,
+                payment_id=str(payload.get("payment_id")),
+                eth=payload.get("outcome_amount"),
+                usd=payload.get("price_amount"),
+                order_id=str(payload.get("order_id") or ""),
+                actor=actor,
+            )
+        except IntakeError as exc:
+            raise ResolveError(exc.message) from exc
+        from django.utils import timezone
+
+        from payouts.transitions import audit_record
+
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            outcome=WebhookEvent.Outcome.RESOLVED,
+            accumulation=result.accumulation,
+            resolved_at=timezone.now(),
+            resolved_by=actor.user if getattr(actor, "user", None) is not None else None,
+            reason=f"{event.reason} | resolved to {client_reference}: {reason}"[:2000],
+        )
+        audit_record(
+            object_type="webhookevent",
+            object_id=event.pk,
+            kind="resolved",
+            actor=actor,
+            reason=reason,
+            data={
+                "client": client_reference,
+                "accumulation": result.accumulation.pk,
+                "credited": result.created,
+            },
+        )
+        event.refresh_from_db()
+        return event

@@ -392,6 +392,16 @@ class RuntimeSettings(models.Model):
     class Meta:
         verbose_name = "run-time settings"
         verbose_name_plural = "run-time settings"
+        # The finance roles' custom permissions live here, on the one settings object.
+        permissions: ClassVar = [
+            ("sync_orders", "Can poll providers for orders (sync now)"),
+            ("retry_orders", "Can retry a stopped order step"),
+            ("resolve_webhooks", "Can resolve unmatched webhook events"),
+            ("export_data", "Can export lists to CSV"),
+            ("force_close_orders", "Can force-close orders"),
+            ("force_complete_orders", "Can force-complete orders from the provider"),
+            ("pause_jobs", "Can pause and resume conversions and payouts"),
+        ]
         constraints: ClassVar = [
             models.CheckConstraint(condition=Q(id=1), name="settings_singleton"),
             models.CheckConstraint(

@@ -1,0 +1,169 @@
+"""Operator decisions: sync, retry, force-close, force-complete, resolve (services and the
+shell commands that call them)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from backoffice.models import WebhookEvent
+from backoffice.operations import reconcile_run
+from backoffice.services import ResolveError, webhook_event_resolve
+from batches.models import ConversionBatch
+from payouts import engine
+from payouts.models import Accumulation, AuditEvent, Transfer
+from payouts.operator import (
+    OperatorError,
+    order_force_close,
+    order_force_complete,
+    order_retry,
+    order_sync,
+)
+from payouts.transitions import Actor
+from tests.backoffice.test_webhooks import ipn, post_ipn
+from tests.conftest import Control
+from tests.factories import ClientFactory
+from tests.payouts.test_engine import new_batch, run_to, step
+
+pytestmark = pytest.mark.django_db
+OPS = Actor.system("operator-test")
+
+
+def sent_batch(providers: Control) -> ConversionBatch:
+    batch = new_batch()
+    step("batch", batch.pk)
+    step("batch", batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "funds_sent"
+    return batch
+
+
+def test_force_close_is_refused_while_the_deposit_could_still_confirm(
+    providers: Control,
+) -> None:
+    providers.config(block_time=3600)  # the deposit stays pending
+    batch = sent_batch(providers)
+    with pytest.raises(OperatorError, match="could still confirm"):
+        order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason="stuck")
+    batch.refresh_from_db()
+    assert batch.state == "funds_sent"
+    result = order_force_close(
+        kind="batch",
+        order_id=batch.pk,
+        actor=OPS,
+        reason="refund tx 0xabc seen",
+        chain_checked=True,
+    )
+    assert result.done
+    batch.refresh_from_db()
+    assert batch.state == "force_closed"
+    assert Transfer.objects.get(batch=batch).state == "abandoned"
+    assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 4
+    request = AuditEvent.objects.get(kind="force_close_requested")
+    assert request.data["chain_checked"] is True and request.reason == "refund tx 0xabc seen"
+
+
+def test_force_close_can_write_rows_off(providers: Control) -> None:
+    batch = new_batch()
+    order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason="fraud", write_off=True)
+    assert set(Accumulation.objects.values_list("state", flat=True)) == {"written_off"}
+    assert reconcile_run()["ok"]
+
+
+def test_force_close_needs_a_reason_and_an_open_order(providers: Control) -> None:
+    batch = new_batch()
+    with pytest.raises(OperatorError, match="reason"):
+        order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason=" ")
+    order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason="test")
+    with pytest.raises(OperatorError, match="already force_closed"):
+        order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason="again")
+
+
+def test_force_complete_only_from_a_finished_exchange_read_live(providers: Control) -> None:
+    batch = sent_batch(providers)
+    providers.script(batch.exchange_id, outcome="stuck", status="exchanging")
+    providers.advance(60)
+    with pytest.raises(OperatorError, match="only a finished exchange"):
+        order_force_complete(kind="batch", order_id=batch.pk, actor=OPS, reason="support says done")
+    providers.script(batch.exchange_id, outcome="finished")
+    providers.advance(60)
+    result = order_force_complete(
+        kind="batch", order_id=batch.pk, actor=OPS, reason="support says done"
+    )
+    assert result.done
+    batch.refresh_from_db()
+    assert batch.state == "completed"
+    assert reconcile_run()["ok"]
+
+
+def test_retry_resumes_with_the_same_transfer_after_the_signer_was_down(
+    providers: Control, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "MAX_RETRIES", 2)
+    batch = new_batch()
+    step("batch", batch.pk)
+    providers.fail(path="/rpc", rpc_method="eth_sendRawTransaction", status=502, count=2)
+    step("batch", batch.pk)
+    step("batch", batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "needs_attention"
+    signed = Transfer.objects.get(batch=batch)
+    result = order_retry(kind="batch", order_id=batch.pk, actor=OPS, reason="signer is back")
+    assert result.done and "exchange_created" in result.detail
+    assert run_to("batch", batch.pk, providers, {"completed"}) == "completed"
+    assert list(Transfer.objects.filter(batch=batch).values_list("tx_hash", flat=True)) == [
+        signed.tx_hash
+    ]
+    assert len(providers.state()["deposits"]) == 1
+
+
+def test_sync_of_an_order_needing_attention_only_records_the_status(providers: Control) -> None:
+    batch = sent_batch(providers)
+    providers.script(batch.exchange_id, outcome="refunded")
+    run_to("batch", batch.pk, providers, {"needs_attention"})
+    result = order_sync(kind="batch", order_id=batch.pk, actor=OPS)
+    assert result.detail == "exchange is refunded"
+    batch.refresh_from_db()
+    assert batch.state == "needs_attention"
+    assert AuditEvent.objects.filter(object_id=str(batch.pk), kind="synced").exists()
+
+
+def test_the_shell_commands_apply_the_same_rules(providers: Control) -> None:
+    batch = new_batch()
+    out = io.StringIO()
+    call_command("sync", "batch", str(batch.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue())["detail"] == "reserved -> exchange_created"
+    with pytest.raises(CommandError, match="required"):
+        call_command("force_close", "batch", str(batch.pk))
+    out = io.StringIO()
+    call_command("force_close", "batch", str(batch.pk), "--reason", "test", "--json", stdout=out)
+    assert json.loads(out.getvalue())["done"] is True
+    with pytest.raises(CommandError, match="cannot be retried"):
+        call_command("retry", "batch", str(batch.pk), "--reason", "x")
+
+
+def test_an_unmatched_payment_is_resolved_to_a_client_once() -> None:
+    post_ipn(ipn(order_id="typo-acme:INV-9"))
+    event = WebhookEvent.objects.get(outcome="unmatched")
+    ClientFactory(reference="acme")
+    resolved = webhook_event_resolve(
+        event_id=event.pk, client_reference="acme", actor=OPS, reason="merchant confirmed"
+    )
+    assert resolved.outcome == "resolved"
+    acc = Accumulation.objects.get()
+    assert (acc.client.reference, resolved.accumulation_id) == ("acme", acc.pk)
+    with pytest.raises(ResolveError, match="not unmatched"):
+        webhook_event_resolve(event_id=event.pk, client_reference="acme", actor=OPS, reason="x")
+    assert Accumulation.objects.count() == 1
+
+
+def test_an_event_in_another_currency_cannot_be_resolved_as_eth() -> None:
+    ClientFactory(reference="acme")
+    post_ipn(ipn(outcome_currency="btc"))
+    event = WebhookEvent.objects.get(outcome="unmatched")
+    with pytest.raises(ResolveError, match="outcome_currency"):
+        webhook_event_resolve(event_id=event.pk, client_reference="acme", actor=OPS, reason="x")
+    assert not Accumulation.objects.exists()
