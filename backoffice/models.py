@@ -82,3 +82,81 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_id} ({self.outcome})"
+
+
+class JobRun(models.Model):
+    """Heartbeat of a scheduled job: one row per run with its outcome and a short summary.
+
+    A job that raised is a `failed` run with the error, never a silent zero; the watchdog and
+    /healthz read the latest runs to find a scheduler that stopped."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        OK = "ok"
+        FAILED = "failed"
+
+    name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.RUNNING)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes: ClassVar = [
+            models.Index(fields=["name", "-started_at"], name="jobrun_name_started_idx"),
+        ]
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=["running", "ok", "failed"]), name="jobrun_outcome_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+
+class Alert(models.Model):
+    """One incident the watchdog or reconcile raised. At most one open alert per `key`, so a
+    condition seen on every tick notifies once; it is resolved when the condition clears or by
+    a person, and can be acknowledged meanwhile."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ACKNOWLEDGED = "acknowledged"
+        RESOLVED = "resolved"
+
+    key = models.CharField(max_length=200)
+    kind = models.CharField(max_length=48)
+    severity = models.CharField(max_length=8, default="error")
+    message = models.TextField()
+    link = models.CharField(max_length=300, blank=True, default="")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["key"], condition=~Q(status="resolved"), name="alert_one_open_per_key"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "acknowledged", "resolved"]),
+                name="alert_status_valid",
+            ),
+        ]
+        indexes: ClassVar = [
+            models.Index(fields=["status", "-last_seen_at"], name="alert_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.status}] {self.kind}: {self.message[:80]}"

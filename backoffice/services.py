@@ -417,3 +417,15 @@ def webhook_event_resolve(
         )
         event.refresh_from_db()
         return event
+
+
+def settings_change(*, changes: dict[str, Any], actor: Any, reason: str) -> Any:
+    """Change run-time settings (audited) and re-apply the schedules when an interval moved,
+    so the change takes effect at the next run without a restart."""
+    from backoffice.schedules import schedules_setup
+    from payouts.services import runtime_settings_update
+
+    row = runtime_settings_update(changes=changes, actor=actor, reason=reason)
+    if any(name.endswith("_interval_seconds") for name in changes):
+        schedules_setup()
+    return row

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,6 +36,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A Retry-After longer than this is not slept through inside a request: the error goes back
 # to the caller with retry_after set, so a scheduled job can come back later instead.
 MAX_INLINE_RETRY_AFTER = 30.0
+
+log = logging.getLogger("integrations.http")
 
 
 def loads(text: str | bytes) -> Any:
@@ -216,6 +220,7 @@ class HttpClient:
             data = dumps(json_body).encode()
             all_headers.setdefault("Content-Type", "application/json")
         clean_params = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        started = time.monotonic()
         try:
             response = self.session.request(
                 method,
@@ -227,8 +232,10 @@ class HttpClient:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
+            _log_call(self.error_class.provider, method, path, None, started, "timeout")
             raise self.error_class(f"{method} {path} timed out: {exc}", "timeout", False) from exc
         except requests.ConnectionError as exc:
+            _log_call(self.error_class.provider, method, path, None, started, "connection_error")
             raise self.error_class(
                 f"{method} {path} could not connect: {exc}", "connection_error", False
             ) from exc
@@ -236,6 +243,7 @@ class HttpClient:
             raise self.error_class(
                 f"{method} {path} failed: {exc}", "transport_error", False
             ) from exc
+        _log_call(self.error_class.provider, method, path, response.status_code, started, "")
         text = response.text
         try:
             parsed = loads(text) if text.strip() else None
@@ -282,3 +290,20 @@ def _param(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     return str(value)
+
+
+def _log_call(
+    provider: str, method: str, path: str, status: int | None, started: float, error: str
+) -> None:
+    # Method, path, status and latency only: never headers (API keys) or bodies.
+    log.info(
+        "provider call",
+        extra={
+            "provider": provider,
+            "method": method,
+            "path": path.split("?", 1)[0],
+            "status": status,
+            "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            "error": error,
+        },
+    )

@@ -7,6 +7,7 @@ distribution) call before their one statement, so both paths obey the same table
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from payouts.models import AuditEvent
+
+log = logging.getLogger("payouts.transitions")
 
 
 class TransitionError(Exception):
@@ -106,6 +109,16 @@ def transition(
         if to_state == "completed" and hasattr(obj, "completed_at"):
             obj.completed_at = now
         obj.save()
+        log.info(
+            "state change",
+            extra={
+                "object_type": object_type_of(model),
+                "order_id": str(obj.pk),
+                "from": from_state,
+                "to": to_state,
+                "actor": actor.name,
+            },
+        )
         audit_record(
             object_type=object_type_of(model),
             object_id=obj.pk,
