@@ -386,7 +386,11 @@ def job_heartbeat(name: str) -> Iterator[dict[str, Any]]:
     )
     log.info(
         "job run",
-        extra={"job": name, "seconds": round(time.monotonic() - started, 3), **_flat(summary)},
+        extra={
+            "job": name,
+            "seconds": round(time.monotonic() - started, 3),
+            "summary": _flat(summary),
+        },
     )
 
 
