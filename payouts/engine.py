@@ -442,9 +442,21 @@ def _record_status(attempt: ExchangeAttempt, exchange: Exchange) -> None:
 def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
     exchange = changenow().get_exchange(order.exchange_id)
     _record_status(_current_attempt(kind, order), exchange)
-    if _live_transfer(kind, order.pk) is not None:
+    live = _live_transfer(kind, order.pk)
+    if live is not None and exchange.status in WAITING_STATUSES:
         # A send was begun (perhaps by a worker that died): finish that one, never a new one.
         return _send_funds(kind, order, actor, to=order.payin_address)
+    if live is not None:
+        if live.state != Transfer.State.INTENT and wallet().get_transaction(live.tx_hash):
+            # Our transaction is out there: follow it like any deposit (the in-flight step
+            # sends the order to needs_attention if the exchange will not take it).
+            return _send_funds(kind, order, actor, to=order.payin_address)
+        # Never broadcast (the node does not know it): it can be dropped safely, and its
+        # nonce will be taken by the next transaction, so these bytes can never be mined.
+        Transfer.objects.filter(pk=live.pk).update(
+            state=Transfer.State.ABANDONED,
+            note=f"exchange {exchange.status} before broadcast; never sent",
+        )
     if exchange.status in FAILED_STATUSES:
         kind.release_and_close(
             order_id=order.pk,

@@ -429,6 +429,37 @@ def _open_payout_clients() -> set[int]:
     )
 
 
+# Failure codes after which paying the same destination again is pointless until a person
+# changes it (an address ChangeNOW refuses, a pair it does not serve).
+DESTINATION_REFUSALS = frozenset(
+    {"not_valid_address", "pair_is_inactive", "not_valid_params", "out_of_range"}
+)
+
+
+def _refused_destinations(client_ids: list[int]) -> dict[int, str]:
+    """Clients whose latest payout failed for a reason tied to their unchanged destination."""
+    from payouts.models import Payout
+
+    latest = (
+        Payout.objects.filter(client_id__in=client_ids)
+        .order_by("client_id", "-created_at")
+        .distinct("client_id")
+        .select_related("client")
+    )
+    refused = {}
+    for payout in latest:
+        client = payout.client
+        same = (payout.currency, payout.network, payout.address, payout.extra_id) == (
+            client.payout_currency,
+            client.payout_network,
+            client.payout_address,
+            client.payout_extra_id,
+        )
+        if payout.state == "failed" and payout.last_error_code in DESTINATION_REFUSALS and same:
+            refused[client.pk] = payout.last_error_code
+    return refused
+
+
 def payout_sweep(
     *, actor: Actor, dry_run: bool = False, minimum_for: Any = None
 ) -> PayoutSweepResult:
@@ -459,6 +490,7 @@ def payout_sweep(
             cur.execute(_PAYOUT_CANDIDATES_SQL)
             candidates = cur.fetchall()
         open_clients = _open_payout_clients()
+        refused = _refused_destinations([row[0] for row in candidates])
         minimums: dict[tuple[str, str], Decimal | None] = {}
         for client_id, reference, active, _threshold, currency, network, rows, usdt in candidates:
             usdt = Decimal(usdt)
@@ -467,6 +499,11 @@ def payout_sweep(
                 continue
             if client_id in open_clients:
                 result.skipped.append({"client": reference, "reason": "open_payout"})
+                continue
+            if client_id in refused:
+                result.skipped.append(
+                    {"client": reference, "reason": f"last_payout_refused:{refused[client_id]}"}
+                )
                 continue
             if not payout_is_direct(currency=currency, network=network):
                 if (currency, network) not in minimums:

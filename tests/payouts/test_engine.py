@@ -311,3 +311,40 @@ def test_the_sweep_fails_loudly_when_the_minimum_cannot_be_read(
     result = conversion_sweep(actor=ACTOR)
     assert not result.created and result.reason.startswith("minimum_unavailable")
     assert not ConversionBatch.objects.exists()
+
+
+def test_a_signed_but_never_broadcast_transfer_is_dropped_when_the_exchange_dies(
+    providers: Control,
+) -> None:
+    batch = new_batch()
+    step("batch", batch.pk)
+    providers.fail(path="/rpc", rpc_method="eth_sendRawTransaction", status=502, count=1)
+    step("batch", batch.pk)
+    assert Transfer.objects.get(batch=batch).state == "signed"
+    batch.refresh_from_db()
+    providers.script(batch.exchange_id, outcome="expired")
+    assert step("batch", batch.pk).to_state == "failed"
+    transfer = Transfer.objects.get(batch=batch)
+    assert transfer.state == "abandoned" and "never sent" in transfer.note
+    assert providers.state()["deposits"] == []
+    assert Accumulation.objects.filter(state="pending").count() == 4
+    assert reconcile_run()["ok"]
+
+
+def test_a_destination_refused_by_changenow_is_not_retried_until_it_changes(
+    providers: Control,
+) -> None:
+    batch = new_batch()
+    run_to("batch", batch.pk, providers, {"completed"})
+    sweep_payouts()
+    btc = Payout.objects.get(client__reference="m1")
+    providers.fail(
+        path="/v2/exchange", method="POST", status=400, error="not_valid_address", message="bad"
+    )
+    step("payout", btc.pk)
+    result = sweep_payouts()
+    assert result["created"] == 0
+    assert result["skipped"] == [
+        {"client": "m1", "reason": "last_payout_refused:not_valid_address"}
+    ]
+    assert Payout.objects.filter(client__reference="m1").count() == 1
