@@ -1,4 +1,4 @@
-"""Minimal RLP and Ethereum transaction envelopes (legacy and EIP-1559).
+"""Ethereum transaction envelopes (legacy and EIP-1559) over the `rlp` codec.
 
 Used twice: the wallet client decodes what the signer signed and checks it is exactly the
 transfer it asked for (a signer that altered recipient, amount or nonce is caught before
@@ -10,74 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import rlp
 from eth_utils import keccak
 
 RlpItem = bytes | list["RlpItem"]
 
 
 def encode(item: RlpItem) -> bytes:
-    if isinstance(item, bytes | bytearray):
-        data = bytes(item)
-        if len(data) == 1 and data[0] < 0x80:
-            return data
-        return _length_prefix(len(data), 0x80) + data
-    payload = b"".join(encode(sub) for sub in item)
-    return _length_prefix(len(payload), 0xC0) + payload
-
-
-def _length_prefix(length: int, offset: int) -> bytes:
-    if length < 56:
-        return bytes([offset + length])
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(size)]) + size
+    return rlp.encode(item)
 
 
 def decode(data: bytes) -> RlpItem:
-    item, end = _decode_at(data, 0)
-    if end != len(data):
-        raise ValueError("trailing bytes after RLP item")
-    return item
-
-
-def _decode_at(data: bytes, pos: int) -> tuple[RlpItem, int]:
-    if pos >= len(data):
-        raise ValueError("truncated RLP")
-    prefix = data[pos]
-    if prefix < 0x80:
-        return data[pos : pos + 1], pos + 1
-    if prefix < 0xB8:
-        length = prefix - 0x80
-        start = pos + 1
-        return _slice(data, start, length), start + length
-    if prefix < 0xC0:
-        size = prefix - 0xB7
-        length = int.from_bytes(_slice(data, pos + 1, size), "big")
-        start = pos + 1 + size
-        return _slice(data, start, length), start + length
-    if prefix < 0xF8:
-        length = prefix - 0xC0
-        start = pos + 1
-    else:
-        size = prefix - 0xF7
-        length = int.from_bytes(_slice(data, pos + 1, size), "big")
-        start = pos + 1 + size
-    end = start + length
-    if end > len(data):
-        raise ValueError("truncated RLP list")
-    items: list[RlpItem] = []
-    cursor = start
-    while cursor < end:
-        item, cursor = _decode_at(data, cursor)
-        items.append(item)
-    if cursor != end:
-        raise ValueError("RLP list length mismatch")
-    return items, end
-
-
-def _slice(data: bytes, start: int, length: int) -> bytes:
-    if start + length > len(data):
-        raise ValueError("truncated RLP string")
-    return data[start : start + length]
+    """Strict decoding (trailing or non-canonical bytes refused), as ValueError."""
+    try:
+        return rlp.decode(data, strict=True)
+    except rlp.exceptions.DecodingError as exc:
+        raise ValueError(f"invalid RLP: {exc}") from None
 
 
 def int_to_bytes(value: int) -> bytes:
