@@ -69,8 +69,17 @@ def roles_setup() -> list[str]:
         "view_webhookevent",
         "view_exchangeattempt",
         "view_transfer",
+        "view_jobrun",
+        "view_alert",
     ]
-    operator = [*view_codenames, "sync_orders", "retry_orders", "resolve_webhooks", "export_data"]
+    operator = [
+        *view_codenames,
+        "sync_orders",
+        "retry_orders",
+        "resolve_webhooks",
+        "export_data",
+        "change_alert",
+    ]
     grants = {
         "finance_viewer": view_codenames,
         "finance_operator": operator,

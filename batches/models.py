@@ -46,6 +46,8 @@ class ConversionBatch(FundedOrder):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "conversion batch"
+        verbose_name_plural = "conversion batches"
         constraints: ClassVar = [
             *order_constraints("batch"),
             models.CheckConstraint(condition=Q(eth_total__gt=0), name="batch_eth_positive"),

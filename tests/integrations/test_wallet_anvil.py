@@ -100,7 +100,11 @@ def token(anvil_url: str) -> str:
     tx_hash = client.rpc(
         "eth_sendTransaction", [{"from": HOST, "data": data, "gas": hex(2_000_000)}]
     )
-    receipt = client.rpc("eth_getTransactionReceipt", [tx_hash])
+    # anvil mines asynchronously: under load the receipt lags the send by a moment.
+    deadline = time.monotonic() + 10
+    while (receipt := client.rpc("eth_getTransactionReceipt", [tx_hash])) is None:
+        assert time.monotonic() < deadline, "the token deployment was never mined"
+        time.sleep(0.02)
     assert receipt["status"] == "0x1"
     return receipt["contractAddress"]
 

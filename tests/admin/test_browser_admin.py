@@ -1,0 +1,135 @@
+"""The back office in a real browser (Debian's chromium driven by Playwright) against a live
+server: what each persona sees and can do, end to end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from batches.models import ConversionBatch
+from payouts.models import Accumulation, AuditEvent, RuntimeSettings
+from tests.admin.conftest import World, credit, sweep
+from tests.factories import BatchFactory, ClientFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "approver"])
+def test_each_persona_logs_in_and_lands_on_the_dashboard(
+    role: str, login: Any, request: pytest.FixtureRequest
+) -> None:
+    user: User = request.getfixturevalue(role)
+    page = login(user)
+    assert page.title().startswith("Dashboard")
+    assert page.inner_text("#pending h2").lower() == "pending conversion"
+    assert f"{user.get_username()}".upper() in page.inner_text("#user-tools").upper()
+    pause_buttons = page.locator("#pending a.bo-button").count()
+    assert pause_buttons == (2 if role == "approver" else 0)
+
+
+def test_the_dashboard_shows_the_figures_of_known_data(
+    login: Any, viewer: User, world: World
+) -> None:
+    BatchFactory(state="needs_attention")
+    page = login(viewer)
+    assert page.inner_text('[data-figure="pending-usd"]') == "$14.20"
+    assert page.inner_text('[data-figure="money-converted-usdt"]') == "85.554000"
+    assert page.inner_text('[data-figure="platform-usdt"]') == "2.646000"
+    attention = page.locator('[data-figure="attention-batches"]')
+    assert attention.inner_text().startswith("1") and "bad" in attention.get_attribute("class")
+    page.click('[data-figure="pending-usd"]')
+    page.wait_for_selector("#result_list")
+    assert "state__exact=pending" in page.url
+    assert page.locator("#result_list tbody tr").count() == 1
+    assert world.pending.payment_id in page.inner_text("#result_list")
+
+
+def test_an_approver_force_closes_a_batch_with_a_reason_and_sees_the_rows_released(
+    login: Any, approver: User
+) -> None:
+    client = ClientFactory(reference="kappa")
+    credit(client, eth="0.02", usd="61.50", n=3)
+    batch = sweep()
+    page = login(approver)
+    page.goto(page.url.split("/admin/")[0] + f"/admin/batches/conversionbatch/{batch.pk}/change/")
+    page.click('button[data-action="force_close"]')
+    assert "Force-close: are you sure?" in page.inner_text("#content")
+    assert "Its 3 rows (0.06 ETH, $184.50) go back to pending" in page.inner_text("#content")
+    page.fill("#id_reason", "ChangeNOW refunded the deposit, ticket 4711")
+    page.click("#confirm-action")
+    page.wait_for_selector(".messagelist")
+    assert "Force-close: 1 done, 0 skipped." in page.inner_text(".messagelist")
+    assert "force_closed" in page.inner_text("#order-summary")
+    trail = page.inner_text("#audit-timeline")
+    assert "ChangeNOW refunded the deposit, ticket 4711" in trail
+    assert "user:approver-user" in trail
+    assert "No rows are linked any more" in page.inner_text("#rows-summary")
+    batch.refresh_from_db()
+    assert batch.state == "force_closed"
+    assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 3
+
+
+def test_a_viewer_sees_no_action_and_a_forged_post_is_refused(
+    login: Any, viewer: User, live_server: Any
+) -> None:
+    client = ClientFactory()
+    credit(client, n=2)
+    batch = sweep()
+    page = login(viewer)
+    page.goto(f"{live_server.url}/admin/batches/conversionbatch/")
+    assert page.locator('select[name="action"]').count() == 0
+    page.goto(f"{live_server.url}/admin/batches/conversionbatch/{batch.pk}/change/")
+    assert page.locator("button[data-action]").count() == 0
+    status = page.evaluate(
+        """async (pk) => {
+            const token = document.cookie.split('; ').find(c => c.startsWith('csrftoken='))
+                .split('=')[1];
+            const body = new URLSearchParams({action: 'force_close', _selected_action: pk,
+                                              confirm: 'yes', reason: 'forged'});
+            const r = await fetch('/admin/batches/conversionbatch/', {method: 'POST', body,
+                headers: {'X-CSRFToken': token}});
+            return r.status;
+        }""",
+        str(batch.pk),
+    )
+    assert status == 403
+    batch.refresh_from_db()
+    assert batch.state == "reserved"
+    assert not AuditEvent.objects.filter(kind="force_close_requested").exists()
+
+
+def test_an_operator_exports_the_filtered_list_to_csv(
+    login: Any, operator: User, world: World, live_server: Any
+) -> None:
+    page = login(operator)
+    page.goto(f"{live_server.url}/admin/payouts/accumulation/?state__exact=converted")
+    with page.expect_download() as download_info:
+        page.click("text=Export CSV")
+    path = download_info.value.path()
+    lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
+    assert lines[0].startswith("id,payment_id,order_id,client_reference,eth,usd")
+    assert len(lines) == 4
+    assert sorted(line.split(",")[3] for line in lines[1:]) == ["alpha", "alpha", "beta"]
+    assert all(",28.518,converted," in line for line in lines[1:])
+
+
+def test_an_approver_raises_the_threshold_and_the_change_is_audited(
+    login: Any, approver: User, live_server: Any
+) -> None:
+    page = login(approver)
+    page.goto(f"{live_server.url}/admin/payouts/runtimesettings/")
+    page.fill("#id_conversion_threshold_usd", "200")
+    page.fill("#id_reason", "volume has grown (story 5)")
+    page.click('input[value="Save settings"]')
+    page.wait_for_selector(".messagelist")
+    history = page.inner_text("#settings-history")
+    assert "conversion_threshold_usd" in history and "volume has grown (story 5)" in history
+    row = RuntimeSettings.objects.get()
+    assert row.conversion_threshold_usd == 200
+    event = AuditEvent.objects.get(kind="setting_changed")
+    assert event.actor == "user:approver-user" and event.data["setting"] == (
+        "conversion_threshold_usd"
+    )
+    assert ConversionBatch.objects.count() == 0

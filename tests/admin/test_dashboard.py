@@ -1,0 +1,187 @@
+"""The dashboard (admin index): known data gives known figures, each figure links to the
+list behind it, trouble shows in red, and the query count does not grow with the data."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client as HttpClient
+from django.urls import reverse
+from django.utils import timezone
+
+from backoffice.models import JobRun
+from backoffice.schedules import schedules_setup
+from payouts.models import Accumulation
+from tests.admin.conftest import World, credit, figure, sweep
+from tests.factories import BatchFactory, ClientFactory, PayoutFactory
+
+pytestmark = pytest.mark.django_db
+INDEX = "/admin/"
+
+
+def test_it_shows_pending_usd_against_the_threshold_and_the_oldest_pending_age(
+    world: World, as_viewer: HttpClient
+) -> None:
+    Accumulation.objects.filter(pk=world.pending.pk).update(
+        created_at=timezone.now() - timedelta(hours=3, minutes=5)
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "pending-usd") == "$14.20"
+    assert "of $20.00 threshold" in html
+    assert 'style="width:71%"' in html  # 14.20 / 20
+    assert figure(html, "pending-count") == "1 payment"
+    assert figure(html, "oldest-pending") == "3 h 5 min"
+
+
+def test_it_shows_money_per_state_and_the_platform_share_of_known_data(
+    world: World, as_viewer: HttpClient
+) -> None:
+    html = as_viewer.get(INDEX).content.decode()
+    # 88.2 USDT for 0.03 ETH at a 3 % fee: each 0.01 ETH row gets 28.518, the platform 2.646.
+    assert figure(html, "money-converted-count") == "3"
+    assert figure(html, "money-converted-eth") == "0.03"
+    assert figure(html, "money-converted-usdt") == "85.554000"
+    assert figure(html, "platform-usdt") == "2.646000"
+    assert figure(html, "money-pending-eth") == "0.005"
+    assert figure(html, "batches-completed") == "1"
+
+
+def test_it_lists_converted_usdt_owed_to_clients_at_their_threshold(
+    world: World, as_viewer: HttpClient
+) -> None:
+    under = ClientFactory(reference="gamma", payout_threshold_usd=1000)
+    credit(under)
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "owed-alpha") == "57.036000"  # two rows, threshold $50 reached
+    assert figure(html, "owed-beta") == "28.518000"  # instant
+    assert 'data-figure="owed-gamma"' not in html  # pending only, and under its threshold
+    assert figure(html, "owed-total") == "2 clients, 85.554000 USDT"
+
+
+def test_it_counts_orders_needing_attention_and_stuck_ones_in_red_with_links(
+    as_viewer: HttpClient,
+) -> None:
+    BatchFactory(state="needs_attention")
+    stuck = BatchFactory(state="converting")
+    BatchFactory(state="converting")  # recent: not stuck
+    PayoutFactory(state="funds_sent")
+    type(stuck).objects.filter(pk=stuck.pk).update(
+        state_changed_at=timezone.now() - timedelta(hours=7)  # default limit: 6 h
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "attention-batches") == "1"
+    assert figure(html, "stuck-batches") == "1"
+    assert figure(html, "stuck-payouts") == "0"
+    assert 'class="bad" data-figure="attention-batches"' in html
+    assert 'class="bad" data-figure="stuck-batches"' in html
+    assert 'class="" data-figure="stuck-payouts"' in html
+    stuck_list = as_viewer.get(
+        reverse("admin:batches_conversionbatch_changelist") + "?stuck=yes"
+    ).content.decode()
+    assert str(stuck.pk)[:8] in stuck_list
+    assert stuck_list.count("(stuck)") == 1
+
+
+def test_each_figure_links_to_the_filtered_list_behind_it(
+    world: World, as_viewer: HttpClient
+) -> None:
+    html = as_viewer.get(INDEX).content.decode()
+    changelist = reverse("admin:payouts_accumulation_changelist")
+    link = f'href="{changelist}?state__exact=pending" data-figure="pending-usd"'
+    assert link in html
+    listed = as_viewer.get(f"{changelist}?state__exact=pending").content.decode()
+    assert world.pending.payment_id in listed
+    converted = Accumulation.objects.filter(state="converted").first()
+    assert converted is not None
+    assert converted.payment_id not in listed
+    batches = reverse("admin:batches_conversionbatch_changelist")
+    assert f'href="{batches}?state__exact=completed" data-figure="platform-usdt"' in html
+    assert f'href="{batches}?state__exact=needs_attention"' in html
+
+
+def test_it_shows_the_last_run_of_each_job_and_flags_a_late_one(
+    as_viewer: HttpClient,
+) -> None:
+    schedules_setup()
+    now = timezone.now()
+    JobRun.objects.create(
+        name="advance",
+        started_at=now - timedelta(minutes=30),
+        finished_at=now - timedelta(minutes=30),
+        outcome="ok",
+    )
+    JobRun.objects.create(
+        name="watchdog",
+        started_at=now - timedelta(minutes=1),
+        finished_at=now,
+        outcome="failed",
+        error="RuntimeError: boom",
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert '<td data-job="advance">ok — late: last successful run 30 min ago' in html
+    assert '<td data-job="watchdog">failed' in html and "RuntimeError: boom" in html
+    assert figure(html, "late-jobs") != "0"
+
+
+def test_it_renders_in_the_same_bounded_number_of_queries_whatever_the_data_size(
+    world: World, as_viewer: HttpClient, django_assert_max_num_queries
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    as_viewer.get(INDEX)  # sessions, permissions and settings row warm
+    with CaptureQueriesContext(connection) as small:
+        assert as_viewer.get(INDEX).status_code == 200
+    clients = [ClientFactory() for _ in range(5)]
+    for client in clients:
+        credit(client, n=20)
+    sweep()
+    for state in ("needs_attention", "converting"):
+        BatchFactory.create_batch(5, state=state)
+    PayoutFactory.create_batch(5, state="reserved")
+    with django_assert_max_num_queries(12), CaptureQueriesContext(connection) as big:
+        assert as_viewer.get(INDEX).status_code == 200
+    assert len(big.captured_queries) == len(small.captured_queries)
+
+
+def test_yesterdays_figures_link_to_yesterdays_batches(as_viewer: HttpClient) -> None:
+    from batches.models import ConversionBatch
+
+    now = timezone.now()
+    old = BatchFactory(
+        state="completed",
+        completed_at=now,
+        usdt_received=1,
+        platform_usdt=0,
+        usdt_received_raw=1,
+        exchange_dust=0,
+        row_count=4,
+    )
+    ConversionBatch.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=1))
+    today = BatchFactory(state="reserved")
+    html = as_viewer.get(INDEX).content.decode()
+    assert "4 payments converted in 1 batches" in html
+    link = re.search(r'Yesterday: <a href="([^"]+)"', html)
+    assert link is not None
+    listed = as_viewer.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert str(old.pk)[:8] in listed and str(today.pk)[:8] not in listed
+
+
+def test_it_lists_failed_django_q_tasks(as_viewer: HttpClient) -> None:
+    from django_q.models import Task
+
+    now = timezone.now()
+    Task.objects.create(
+        id="t-1",
+        name="failing-one",
+        func="payouts.tasks.advance_order",
+        started=now,
+        stopped=now,
+        success=False,
+        result="ProviderError: 502",
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "failed-tasks") == "1"
+    assert "payouts.tasks.advance_order" in html and "ProviderError: 502" in html
