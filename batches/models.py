@@ -13,6 +13,7 @@ from typing import ClassVar
 from django.db import models
 from django.db.models import Q
 
+from integrations.assets import format_amount
 from payouts.models import AmountField, FundedOrder, order_constraints
 
 
@@ -84,4 +85,4 @@ class ConversionBatch(FundedOrder):
         ]
 
     def __str__(self) -> str:
-        return f"batch {str(self.id)[:8]} ({self.eth_total} ETH, {self.state})"
+        return f"batch {str(self.id)[:8]} ({format_amount(self.eth_total)} ETH, {self.state})"

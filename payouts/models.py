@@ -24,6 +24,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from integrations.assets import format_amount
+
 
 class AmountField(models.DecimalField):
     """The one amount type: numeric(38, 18) holds every asset's decimals exactly."""
@@ -216,7 +218,7 @@ class Accumulation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"payment {self.payment_id} ({self.eth} ETH, {self.state})"
+        return f"payment {self.payment_id} ({format_amount(self.eth)} ETH, {self.state})"
 
 
 class FundedOrder(models.Model):
@@ -324,7 +326,7 @@ class Payout(FundedOrder):
         ]
 
     def __str__(self) -> str:
-        return f"payout {str(self.id)[:8]} {self.usdt_amount} USDT to {self.client_id}"
+        return f"payout {str(self.id)[:8]} ({format_amount(self.usdt_amount)} USDT, {self.state})"
 
 
 class AuditEvent(models.Model):
