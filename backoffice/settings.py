@@ -80,7 +80,9 @@ else:
     DATABASES = {"default": ensure_running().django_config()}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise environ.ImproperlyConfigured("Only PostgreSQL is supported: locks are the design")
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+# Persistent connections: a new PostgreSQL connection per webhook halves intake throughput.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -128,6 +130,9 @@ USDT_CONTRACT_ADDRESS = env.str(
     "USDT_CONTRACT_ADDRESS", default="0xdAC17F958D2ee523a2206206994597C13D831ec7"
 )
 ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+
+# First retry delay of a failed order step (doubling up to 15 minutes).
+ENGINE_BACKOFF_BASE_SECONDS = env.int("ENGINE_BACKOFF_BASE_SECONDS", default=15)
 
 # Seeds of the run-time settings row (read once, when the row is first created).
 CONVERSION_THRESHOLD_USD = Decimal(env.str("CONVERSION_THRESHOLD_USD", default="20"))

@@ -8,7 +8,14 @@ from typing import Any
 
 from batches.models import ConversionBatch
 from batches.services import DistributionError, batch_distribute, batch_release_and_close
-from payouts.engine import EngineError, ExchangeSpec, Funding, OrderKind, host_address
+from payouts.engine import (
+    EngineError,
+    ExchangeSpec,
+    Funding,
+    OrderKind,
+    enqueue_task,
+    host_address,
+)
 from payouts.transitions import Actor
 
 
@@ -33,9 +40,12 @@ class BatchKind(OrderKind):
         if amount_to is None:
             raise EngineError("a finished exchange without amountTo cannot be distributed")
         try:
-            batch_distribute(batch_id=order_id, amount_to=amount_to, actor=actor)
+            result = batch_distribute(batch_id=order_id, amount_to=amount_to, actor=actor)
         except DistributionError as exc:
             raise EngineError(f"distribution refused: {exc}") from exc
+        if result.applied:
+            # Fresh USDT may put clients over their threshold: pay them now, not next tick.
+            enqueue_task("payouts.tasks.sweep_payouts", group="payout_sweep")
 
     def release_and_close(self, *, order_id: Any, to_state: str, actor: Actor, reason: str) -> int:
         return batch_release_and_close(

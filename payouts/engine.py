@@ -232,17 +232,23 @@ def order_advance(*, kind: str, order_id: object, actor: Actor, force: bool = Fa
     return result
 
 
-def enqueue_advance(*, kind: str, order_id: object) -> None:
-    """Run the next step soon in a worker (after the current transaction commits)."""
+def enqueue_task(func: str, *args: object, group: str = "") -> None:
+    """Run a task soon in a worker, once the current transaction commits (the schedules
+    remain the safety net if the broker loses it)."""
     if not getattr(settings, "ENGINE_ENQUEUE_FOLLOWUPS", True):
         return
 
     def _enqueue() -> None:
         from django_q.tasks import async_task
 
-        async_task("payouts.tasks.advance_order", kind, str(order_id), group="advance")
+        async_task(func, *args, group=group or func)
 
     transaction.on_commit(_enqueue)
+
+
+def enqueue_advance(*, kind: str, order_id: object) -> None:
+    """Run the next step of the order soon in a worker."""
+    enqueue_task("payouts.tasks.advance_order", kind, str(order_id), group="advance")
 
 
 def _clear_retry() -> dict[str, object]:
@@ -254,7 +260,8 @@ def _note_error(kind: OrderKind, order_id: object, exc: ProviderError, actor: Ac
     with transaction.atomic():
         order = kind.model.objects.select_for_update().get(pk=order_id)
         order.retry_count += 1
-        delay = min(BACKOFF_BASE_SECONDS * 2 ** (order.retry_count - 1), BACKOFF_MAX_SECONDS)
+        base = getattr(settings, "ENGINE_BACKOFF_BASE_SECONDS", BACKOFF_BASE_SECONDS)
+        delay = min(base * 2 ** (order.retry_count - 1), BACKOFF_MAX_SECONDS)
         if exc.retry_after:
             delay = max(delay, int(exc.retry_after))
         order.next_attempt_at = timezone.now() + timedelta(seconds=delay)

@@ -222,6 +222,17 @@ class TestReconcile:
             from_amount=Decimal("0.1"),
             address="0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
         )
+        assert reconcile_run()["ok"]  # never funded: harmless, like a retried create
+        from payouts.engine import wallet
+
+        client = wallet()
+        client.broadcast(
+            client.sign(
+                client.build_eth_transfer(
+                    stray.payin_address, Decimal("0.1"), nonce=client.get_nonce()
+                )
+            )
+        )
         report = reconcile_run()
         assert not report["ok"]
         found = [b for b in report["breaches"] if b["object"] == f"exchange:{stray.id}"]
