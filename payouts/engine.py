@@ -533,6 +533,15 @@ def _send_funds(kind: OrderKind, order: Any, actor: Actor, *, to: str) -> str:
             chain_id = client.chain_id()
             nonce = _next_nonce(client, sender, chain_id)
             attempts = Transfer.objects.filter(**{field: order.pk}).count()
+            taken = Transfer.objects.filter(
+                from_address=sender, chain_id=chain_id, nonce=nonce, state__in=Transfer.LIVE
+            ).first()
+            if taken is not None:
+                raise EngineError(
+                    f"the node's next nonce {nonce} on chain {chain_id} is already used by our "
+                    f"transfer {taken.tx_hash or taken.pk}: the node is behind our books "
+                    "(restored or replaced node?); refusing to sign"
+                )
             transfer = Transfer.objects.create(
                 **{field: order},
                 attempt=attempts + 1,
@@ -684,8 +693,23 @@ def orders_open(*, due_only: bool = True) -> list[tuple[str, object]]:
     return found
 
 
+class AdvanceErrors(Exception):
+    """Some orders' steps raised; every other order was still advanced."""
+
+
 def orders_advance_all(*, actor: Actor) -> list[StepResult]:
-    return [order_advance(kind=k, order_id=pk, actor=actor) for k, pk in orders_open()]
+    """One step for every open order. An order whose step raises does not stop the others;
+    the run then fails loudly, naming each order and its error."""
+    results, errors = [], []
+    for kind, pk in orders_open():
+        try:
+            results.append(order_advance(kind=kind, order_id=pk, actor=actor))
+        except Exception as exc:  # noqa: BLE001 - reported below, after the other orders
+            log.exception("order step raised", extra={"order_id": str(pk), "kind": kind})
+            errors.append(f"{kind} {pk}: {type(exc).__name__}: {exc}")
+    if errors:
+        raise AdvanceErrors("; ".join(errors)[:4000])
+    return results
 
 
 def order_find_by_exchange(exchange_id: str) -> tuple[str, object] | None:

@@ -270,6 +270,10 @@ def run() -> int:
             "HOST_WALLET_ADDRESS": SANDBOX_HOST_WALLET,
             "USDT_CONTRACT_ADDRESS": SANDBOX_USDT_CONTRACT,
             "SANDBOX_STEP_SECONDS": SANDBOX_STEP_SECONDS,
+            # The sandbox chain starts afresh on every run while the database keeps the
+            # transfers of earlier runs: a chain id of its own per run keeps their nonces
+            # apart (the books refuse one nonce used twice on one chain).
+            "SANDBOX_CHAIN_ID": str(100_000 + int(time.time()) % 1_000_000),
         }
     )
     embedded = not env.get("DATABASE_URL")

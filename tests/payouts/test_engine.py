@@ -348,3 +348,39 @@ def test_a_destination_refused_by_changenow_is_not_retried_until_it_changes(
         {"client": "m1", "reason": "last_payout_refused:not_valid_address"}
     ]
     assert Payout.objects.filter(client__reference="m1").count() == 1
+
+
+def test_a_nonce_our_books_already_used_is_never_signed_again(providers: Control) -> None:
+    earlier = new_batch()
+    run_to("batch", earlier.pk, providers, {"completed"})
+    used = Transfer.objects.get(batch=earlier)
+    providers.post("/_sandbox/reset")  # a node that forgot its history: nonce back to 0
+    ClientFactory(reference="late")
+    credit("late", 2)
+    batch = ConversionBatch.objects.get(pk=conversion_sweep(actor=ACTOR).batch_id)
+    step("batch", batch.pk)
+    assert step("batch", batch.pk).to_state == "needs_attention"
+    batch.refresh_from_db()
+    assert f"nonce {used.nonce}" in batch.last_error and "refusing to sign" in batch.last_error
+    assert not Transfer.objects.filter(batch=batch).exists()
+
+
+def test_one_failing_order_does_not_stop_the_others(
+    providers: Control, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = new_batch()
+    ClientFactory(reference="other")
+    credit("other", 2)
+    second = ConversionBatch.objects.get(pk=conversion_sweep(actor=ACTOR).batch_id)
+    real = engine._STEPS["reserved"]
+
+    def broken_for_first(kind, order, actor):  # noqa: ANN001, ANN202
+        if order.pk == first.pk:
+            raise RuntimeError("boom")
+        return real(kind, order, actor)
+
+    monkeypatch.setitem(engine._STEPS, "reserved", broken_for_first)
+    with pytest.raises(engine.AdvanceErrors, match=f"batch {first.pk}: RuntimeError: boom"):
+        engine.orders_advance_all(actor=ACTOR)
+    second.refresh_from_db()
+    assert second.state == "exchange_created"
