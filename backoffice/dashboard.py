@@ -220,7 +220,7 @@ def _chart(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     max_batches = max([int(r[1]) for r in rows] + [1])
     bars = []
     for i, (day, batches, usd_total, payments, payouts, payout_usdt) in enumerate(rows):
-        # Pixel geometry only (never money): Decimal keeps the file free of float().
+        # Pixel geometry only, never money; kept in Decimal like every figure on the page.
         bar_h = Decimal(usd_total) / max_usd * plot_h
         x = left + i * slot
         bars.append(
