@@ -21,6 +21,7 @@ from payouts.transitions import Actor
 
 class BatchKind(OrderKind):
     name = "batch"
+    link_field = "batch"
     model = ConversionBatch
 
     def exchange_spec(self, order: ConversionBatch) -> ExchangeSpec:
@@ -47,7 +48,9 @@ class BatchKind(OrderKind):
             # Fresh USDT may put clients over their threshold: pay them now, not next tick.
             enqueue_task("payouts.tasks.sweep_payouts", group="payout_sweep")
 
-    def release_and_close(self, *, order_id: Any, to_state: str, actor: Actor, reason: str) -> int:
+    def release_and_close(
+        self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
+    ) -> int:
         return batch_release_and_close(
-            batch_id=order_id, to_state=to_state, actor=actor, reason=reason
+            batch_id=order_id, to_state=to_state, actor=actor, reason=reason, write_off=write_off
         )

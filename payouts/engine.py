@@ -89,6 +89,8 @@ class Funding:
 class OrderKind(ABC):
     name: str
     model: type[FundedOrder]
+    # The name of the link to this kind on ExchangeAttempt and Transfer.
+    link_field: str
 
     @abstractmethod
     def exchange_spec(self, order: Any) -> ExchangeSpec | None:
@@ -105,8 +107,11 @@ class OrderKind(ABC):
         """Finish the order's bookkeeping and move it to `completed`, in one transaction."""
 
     @abstractmethod
-    def release_and_close(self, *, order_id: Any, to_state: str, actor: Actor, reason: str) -> int:
-        """Release the order's rows and move it to `failed` / `force_closed` together."""
+    def release_and_close(
+        self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
+    ) -> int:
+        """Move the order to `failed` / `force_closed` and, together, release its rows to the
+        previous state (or write them off)."""
 
 
 KINDS: dict[str, OrderKind] = {}
@@ -282,7 +287,7 @@ def _note_error(kind: OrderKind, order_id: object, exc: ProviderError, actor: Ac
 
 
 def _has_sent_funds(kind: OrderKind, order_id: object) -> bool:
-    field = "batch" if kind.name == "batch" else "payout"
+    field = kind.link_field
     return (
         Transfer.objects.filter(**{field: order_id})
         .exclude(state__in=[Transfer.State.INTENT, Transfer.State.ABANDONED])
@@ -359,7 +364,7 @@ def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
         )
         _set_error(kind, order.pk, "below_minimum", f"below the exchange minimum {minimum}")
         return "failed: below_minimum"
-    field = "batch" if kind.name == "batch" else "payout"
+    field = kind.link_field
     attempt = ExchangeAttempt.objects.create(
         **{field: order},
         from_currency=spec.from_currency,
@@ -421,8 +426,8 @@ def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
 # exchange_created -------------------------------------------------------------------------
 
 
-def _current_attempt(kind: OrderKind, order: Any) -> ExchangeAttempt:
-    field = "batch" if kind.name == "batch" else "payout"
+def current_attempt(kind: OrderKind, order: Any) -> ExchangeAttempt:
+    field = kind.link_field
     attempt = (
         ExchangeAttempt.objects.filter(**{field: order.pk}, exchange_id=order.exchange_id)
         .order_by("-id")
@@ -433,7 +438,7 @@ def _current_attempt(kind: OrderKind, order: Any) -> ExchangeAttempt:
     return attempt
 
 
-def _record_status(attempt: ExchangeAttempt, exchange: Exchange) -> None:
+def record_status(attempt: ExchangeAttempt, exchange: Exchange) -> None:
     history = list(attempt.status_history or [])
     if not history or history[-1].get("status") != exchange.status:
         history.append({"status": exchange.status, "at": timezone.now().isoformat()})
@@ -448,8 +453,8 @@ def _record_status(attempt: ExchangeAttempt, exchange: Exchange) -> None:
 
 def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
     exchange = changenow().get_exchange(order.exchange_id)
-    _record_status(_current_attempt(kind, order), exchange)
-    live = _live_transfer(kind, order.pk)
+    record_status(current_attempt(kind, order), exchange)
+    live = live_transfer(kind, order.pk)
     if live is not None and exchange.status in WAITING_STATUSES:
         # A send was begun (perhaps by a worker that died): finish that one, never a new one.
         return _send_funds(kind, order, actor, to=order.payin_address)
@@ -496,8 +501,8 @@ def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
 # sending funds: the only code that moves money --------------------------------------------
 
 
-def _live_transfer(kind: OrderKind, order_id: object) -> Transfer | None:
-    field = "batch" if kind.name == "batch" else "payout"
+def live_transfer(kind: OrderKind, order_id: object) -> Transfer | None:
+    field = kind.link_field
     return (
         Transfer.objects.filter(**{field: order_id}, state__in=Transfer.LIVE)
         .order_by("-id")
@@ -526,9 +531,9 @@ def _send_funds(kind: OrderKind, order: Any, actor: Actor, *, to: str) -> str:
         raise EngineError("no destination address stored: refusing to send")
     client = wallet()
     sender = host_address()
-    field = "batch" if kind.name == "batch" else "payout"
+    field = kind.link_field
     with wallet_lock():
-        transfer = _live_transfer(kind, order.pk)
+        transfer = live_transfer(kind, order.pk)
         if transfer is None:
             chain_id = client.chain_id()
             nonce = _next_nonce(client, sender, chain_id)
@@ -608,7 +613,7 @@ def _send_funds(kind: OrderKind, order: Any, actor: Actor, *, to: str) -> str:
     return f"sent {transfer.tx_hash}"
 
 
-def _check_receipt(client: WalletClient, transfer: Transfer) -> bool | None:
+def check_receipt(client: WalletClient, transfer: Transfer) -> bool | None:
     """True mined ok, False reverted, None not mined yet (re-broadcast the same bytes)."""
     if transfer.state == Transfer.State.MINED:
         return True
@@ -628,11 +633,11 @@ def _check_receipt(client: WalletClient, transfer: Transfer) -> bool | None:
 
 
 def _step_in_flight(kind: OrderKind, order: Any, actor: Actor) -> str:
-    transfer = _live_transfer(kind, order.pk)
+    transfer = live_transfer(kind, order.pk)
     if transfer is None:
         raise EngineError("order is marked funds_sent but has no live transfer")
     client = wallet()
-    mined = _check_receipt(client, transfer)
+    mined = check_receipt(client, transfer)
     if mined is False:
         raise EngineError(f"transfer {transfer.tx_hash} reverted on chain")
     if kind.exchange_spec(order) is None:
@@ -641,7 +646,7 @@ def _step_in_flight(kind: OrderKind, order: Any, actor: Actor) -> str:
             return "completed (direct transfer mined)"
         return "waiting for the transfer to be mined"
     exchange = changenow().get_exchange(order.exchange_id)
-    _record_status(_current_attempt(kind, order), exchange)
+    record_status(current_attempt(kind, order), exchange)
     kind.model.objects.filter(pk=order.pk).update(provider_status=exchange.status[:32])
     status = exchange.status
     if status == "finished":

@@ -18,6 +18,7 @@ from payouts.transitions import Actor
 
 class PayoutKind(OrderKind):
     name = "payout"
+    link_field = "payout"
     model = Payout
 
     def exchange_spec(self, order: Payout) -> ExchangeSpec | None:
@@ -42,7 +43,9 @@ class PayoutKind(OrderKind):
     def complete(self, *, order_id: Any, amount_to: Decimal | None, actor: Actor) -> None:
         payout_complete(payout_id=order_id, amount_to=amount_to, actor=actor)
 
-    def release_and_close(self, *, order_id: Any, to_state: str, actor: Actor, reason: str) -> int:
+    def release_and_close(
+        self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
+    ) -> int:
         return payout_release_and_close(
-            payout_id=order_id, to_state=to_state, actor=actor, reason=reason
+            payout_id=order_id, to_state=to_state, actor=actor, reason=reason, write_off=write_off
         )

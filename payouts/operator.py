@@ -52,7 +52,7 @@ def _require_reason(reason: str) -> str:
 def _transfer_unsettled(kind: engine.OrderKind, order_id: object) -> Transfer | None:
     """A transfer that was signed or broadcast and is not known to be mined or reverted:
     it could still confirm."""
-    transfer = engine._live_transfer(kind, order_id)
+    transfer = engine.live_transfer(kind, order_id)
     if transfer is not None and transfer.state in (Transfer.State.SIGNED, Transfer.State.BROADCAST):
         return transfer
     return None
@@ -80,7 +80,7 @@ def order_sync(*, kind: str, order_id: object, actor: Actor) -> ActionResult:
         exchange = engine.changenow().get_exchange(order.exchange_id)
     except ProviderError as exc:
         return ActionResult(str(order.pk), False, f"ChangeNOW did not answer: {exc}")
-    engine._record_status(engine._current_attempt(order_kind, order), exchange)
+    engine.record_status(engine.current_attempt(order_kind, order), exchange)
     order_kind.model.objects.filter(pk=order.pk).update(provider_status=exchange.status[:32])
     audit_record(
         object_type=_object_type(order_kind),
@@ -100,7 +100,7 @@ def order_retry(*, kind: str, order_id: object, actor: Actor, reason: str) -> Ac
     order_kind, order = _load(kind, order_id)
     if order.is_terminal:
         raise OperatorError(f"{order.state} orders cannot be retried")
-    transfer = engine._live_transfer(order_kind, order.pk)
+    transfer = engine.live_transfer(order_kind, order.pk)
     if transfer is not None and transfer.state in (Transfer.State.BROADCAST, Transfer.State.MINED):
         target = "funds_sent"
     elif transfer is not None or order.exchange_id:
@@ -177,26 +177,9 @@ def order_force_close(
             state=Transfer.State.ABANDONED,
             note=f"abandoned by {actor.name} at {timezone.now().isoformat()}: {reason}",
         )
-    if kind == "batch":
-        from batches.services import batch_release_and_close
-
-        rows = batch_release_and_close(
-            batch_id=order.pk,
-            to_state="force_closed",
-            actor=actor,
-            reason=reason,
-            write_off=write_off,
-        )
-    else:
-        from payouts.services import payout_release_and_close
-
-        rows = payout_release_and_close(
-            payout_id=order.pk,
-            to_state="force_closed",
-            actor=actor,
-            reason=reason,
-            write_off=write_off,
-        )
+    rows = order_kind.release_and_close(
+        order_id=order.pk, to_state="force_closed", actor=actor, reason=reason, write_off=write_off
+    )
     what = "written off" if write_off else "released"
     return ActionResult(str(order.pk), True, f"force-closed, {rows} rows {what}")
 
@@ -209,8 +192,8 @@ def order_force_complete(*, kind: str, order_id: object, actor: Actor, reason: s
     if order.is_terminal:
         raise OperatorError(f"already {order.state}")
     if order_kind.exchange_spec(order) is None:
-        transfer = engine._live_transfer(order_kind, order.pk)
-        if transfer is None or not engine._check_receipt(engine.wallet(), transfer):
+        transfer = engine.live_transfer(order_kind, order.pk)
+        if transfer is None or not engine.check_receipt(engine.wallet(), transfer):
             raise OperatorError("the transfer is not mined successfully: cannot complete")
         amount_to = transfer.amount
     else:
