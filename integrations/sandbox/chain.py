@@ -3,10 +3,18 @@
 Accounts hold ETH; one ERC-20 (the configured USDT contract, 6 decimals) holds balances.
 The signer signs for its managed accounts and refuses what they cannot cover; signatures
 are fake but the raw bytes are real RLP envelopes (legacy or EIP-1559) whose keccak-256 is
-the transaction hash, so clients can decode and check them. Broadcast transactions are
-mined after ``block_time`` seconds (instantly by default), one block per transaction.
-Every successful transfer is reported to a listener: that is how a deposit to a payin
-address reaches the simulated ChangeNOW.
+the transaction hash, so clients can decode and check them.
+
+Broadcast transactions wait in a mempool. With ``auto_mine`` (the default) each one is
+mined in its own block after ``block_time`` seconds (at once by default); without it they
+wait for ``POST /_sandbox/mine``, which puts every executable transaction in one block. A
+transaction is executable when its nonce is its sender's next one and its fee cap covers
+the current base fee, so raising ``base_fee_gwei`` makes transactions stuck. A pending
+transaction is replaced by one with the same sender and nonce that raises both fee caps
+by ``price_bump_percent`` (geth's rule). Every block keeps a journal of what it changed,
+so a reorg can undo the last blocks exactly. Every successful transfer is reported to a
+listener (and un-reported on a reorg): that is how a deposit to a payin address reaches
+the simulated ChangeNOW.
 """
 
 from __future__ import annotations
@@ -71,11 +79,21 @@ class ChainTx:
     sent_at: float
     block_number: int | None = None
     block_hash: str | None = None
+    index: int = 0  # position in its block
+    cumulative_gas_used: int = 0
     mined_at: float | None = None
     status: int | None = None
     gas_used: int = 0
     effective_gas_price: int = 0
     logs: list[dict[str, Any]] = field(default_factory=list)
+    # Why the node no longer knows it: "replaced", "evicted" or "reorg" (dropped with its
+    # block). Kept so the state snapshot shows every transaction ever broadcast.
+    dropped: str | None = None
+    replaced_by: str | None = None
+
+
+# (store name, key, value before the change; None when the key was absent)
+JournalEntry = tuple[str, str, int | None]
 
 
 @dataclass
@@ -85,6 +103,9 @@ class Block:
     timestamp: int
     transactions: list[str]
     base_fee: int
+    # What mining this block changed, in order, so a reorg can undo it exactly.
+    journal: list[JournalEntry] = field(default_factory=list, repr=False)
+    events: list[Transfer] = field(default_factory=list, repr=False)
 
 
 def _lower(address: str) -> str:
@@ -95,6 +116,25 @@ def _q(value: int) -> str:
     return hex(value)
 
 
+def fee_caps(decoded: DecodedTx) -> tuple[int, int]:
+    """(fee cap, tip cap) as geth compares them; a legacy gas price is both."""
+    if decoded.gas_price is not None:
+        return decoded.gas_price, decoded.gas_price
+    return decoded.max_fee_per_gas or 0, decoded.max_priority_fee_per_gas or 0
+
+
+def replaces(old: DecodedTx, new: DecodedTx, bump_percent: int) -> bool:
+    """geth's txpool rule: both caps strictly higher and each at least ``bump_percent`` up."""
+    old_cap, old_tip = fee_caps(old)
+    new_cap, new_tip = fee_caps(new)
+    if new_cap <= old_cap or new_tip <= old_tip:
+        return False
+    return (
+        new_cap >= old_cap * (100 + bump_percent) // 100
+        and new_tip >= old_tip * (100 + bump_percent) // 100
+    )
+
+
 class Chain:
     def __init__(
         self,
@@ -102,20 +142,23 @@ class Chain:
         clock: Callable[[], float],
         rng: random.Random,
         on_transfer: Callable[[Transfer], None],
+        on_revert: Callable[[Transfer], None] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
         self.on_transfer = on_transfer
+        self.on_revert = on_revert
         self.balances: dict[str, int] = {}
         self.nonces: dict[str, int] = {}
         self.token_balances: dict[str, int] = {}  # holder -> units of the USDT contract
         self.managed: set[str] = set()
         self.signed: dict[str, str] = {}  # tx hash -> sender, for every signature we made
         self.txs: dict[str, ChainTx] = {}
-        self.pending: list[str] = []
+        self.pending: list[str] = []  # the mempool, in arrival order
+        self.forks = 0  # reorgs so far: a block re-mined after one gets a new hash
         now = int(self.clock())
-        self.blocks: list[Block] = [Block(0, _block_hash(0, []), now, [], self.base_fee)]
+        self.blocks: list[Block] = [Block(0, _block_hash(0, [], 0), now, [], self.base_fee)]
         for address in [config.host_wallet, *config.extra_accounts]:
             self.managed.add(_lower(address))
             self.balances[_lower(address)] = to_base_units(config.eth_balance, "eth")
@@ -135,12 +178,33 @@ class Chain:
     def priority_fee(self) -> int:
         return int(self.config.priority_fee_gwei * GWEI)
 
+    @property
+    def head(self) -> int:
+        return len(self.blocks) - 1
+
     def nonce(self, address: str) -> int:
+        """The confirmed transaction count ("latest")."""
         return self.nonces.get(_lower(address), 0)
 
     def pending_nonce(self, address: str) -> int:
+        """The next nonce after the mempool's contiguous run ("pending"), as geth counts.
+
+        A pending transaction above a hole (its predecessor was evicted or dropped by a
+        reorg) does not count: the hole is the next nonce.
+        """
         sender = _lower(address)
-        return self.nonce(sender) + sum(1 for h in self.pending if self.txs[h].sender == sender)
+        held = {self.txs[h].decoded.nonce for h in self.pending if self.txs[h].sender == sender}
+        nonce = self.nonce(sender)
+        while nonce in held:
+            nonce += 1
+        return nonce
+
+    def pending_at(self, sender: str, nonce: int) -> ChainTx | None:
+        for h in self.pending:
+            tx = self.txs[h]
+            if tx.sender == sender and tx.decoded.nonce == nonce:
+                return tx
+        return None
 
     def fund(
         self, address: str, *, eth: Decimal | None = None, usdt: Decimal | None = None
@@ -162,24 +226,96 @@ class Chain:
 
     # -- mining ------------------------------------------------------------------------
 
+    def executable(self, candidates: list[str] | None = None) -> list[str]:
+        """Pending transactions a block could take now, in an order it could take them.
+
+        Per sender, consecutive nonces from the confirmed one, each with a fee cap that
+        covers the base fee: a stuck transaction holds back its sender's later ones.
+        Otherwise arrival order.
+        """
+        remaining = list(self.pending if candidates is None else candidates)
+        base = self.base_fee
+        expected: dict[str, int] = {}
+        chosen: list[str] = []
+        progress = True
+        while progress:
+            progress = False
+            for tx_id in list(remaining):
+                tx = self.txs[tx_id]
+                next_nonce = expected.get(tx.sender, self.nonce(tx.sender))
+                if tx.decoded.nonce == next_nonce and fee_caps(tx.decoded)[0] >= base:
+                    chosen.append(tx_id)
+                    remaining.remove(tx_id)
+                    expected[tx.sender] = next_nonce + 1
+                    progress = True
+        return chosen
+
     def tick(self) -> None:
-        """Mine every pending transaction whose block time has come."""
+        """Auto-mining: each executable transaction whose block time has come, one block each."""
+        if not self.config.auto_mine:
+            return
         now = self.clock()
-        for tx_id in list(self.pending):
-            if self.txs[tx_id].sent_at + self.config.block_time <= now:
-                self.mine(tx_id)
+        ready = [h for h in self.pending if self.txs[h].sent_at + self.config.block_time <= now]
+        for tx_id in self.executable(ready):
+            self.mine_block([tx_id])
 
     def mine_all(self) -> int:
-        count = len(self.pending)
-        for tx_id in list(self.pending):
-            self.mine(tx_id)
-        return count
+        """One block with every executable pending transaction (possibly none)."""
+        return len(self.mine_block(self.executable()).transactions)
 
-    def mine(self, tx_id: str) -> None:
-        tx = self.txs[tx_id]
-        self.pending.remove(tx_id)
+    def mine(
+        self, *, count: int = 1, hashes: list[str] | None = None, empty_blocks: int = 0
+    ) -> list[Block]:
+        """The control API's mining: ``count`` blocks of whatever is executable (or one
+        block of exactly ``hashes``), then ``empty_blocks`` empty ones."""
+        if count < 0 or empty_blocks < 0:
+            raise ValueError("count and empty_blocks must not be negative")
+        mined: list[Block] = []
+        if hashes is not None:
+            wanted = [str(h).lower() for h in hashes]
+            unknown = [h for h in wanted if h not in self.pending]
+            if unknown:
+                raise ValueError(f"not in the mempool: {', '.join(unknown)}")
+            order = self.executable(wanted)
+            if len(order) != len(wanted):
+                stuck = sorted(set(wanted) - set(order))
+                raise ValueError(
+                    "not executable now (an earlier nonce is missing or the fee cap is below "
+                    f"the base fee): {', '.join(stuck)}"
+                )
+            mined.append(self.mine_block(order))
+        else:
+            for _ in range(count):
+                mined.append(self.mine_block(self.executable()))
+        for _ in range(empty_blocks):
+            mined.append(self.mine_block([]))
+        return mined
+
+    def mine_block(self, tx_ids: list[str]) -> Block:
+        """Append a block holding ``tx_ids`` (executable, in this order) and run them."""
+        number = len(self.blocks)
+        now = self.clock()
+        block = Block(
+            number, _block_hash(number, tx_ids, self.forks), int(now), list(tx_ids), self.base_fee
+        )
+        cumulative = 0
+        for index, tx_id in enumerate(tx_ids):
+            self.pending.remove(tx_id)
+            cumulative = self._execute(self.txs[tx_id], block, index, cumulative, now)
+        self.blocks.append(block)
+        for event in block.events:
+            self.on_transfer(event)
+        return block
+
+    def _set(self, block: Block, store: str, key: str, value: int) -> None:
+        """Change a balance or nonce, remembering the old value in the block's journal."""
+        table: dict[str, int] = getattr(self, store)
+        block.journal.append((store, key, table.get(key)))
+        table[key] = value
+
+    def _execute(self, tx: ChainTx, block: Block, index: int, cumulative: int, now: float) -> int:
         decoded = tx.decoded
-        base = self.base_fee
+        base = block.base_fee
         if decoded.gas_price is not None:
             price = decoded.gas_price
         else:
@@ -196,48 +332,114 @@ class Chain:
             status, gas_used = 0, decoded.gas  # out of gas
         else:
             gas_used = needed
-        self.balances[sender] = self.balances.get(sender, 0) - gas_used * price
-        self.nonces[sender] = self.nonce(sender) + 1
-        events: list[Transfer] = []
+        self._set(block, "balances", sender, self.balances.get(sender, 0) - gas_used * price)
+        self._set(block, "nonces", sender, self.nonce(sender) + 1)
         logs: list[dict[str, Any]] = []
-        now = self.clock()
         if status == 1 and recipient == self.token:
             held = self.token_balances.get(sender, 0)
             if transfer is None or transfer[1] > held:
                 status = 0  # the token reverts: bad call data or not enough tokens
             else:
                 to, units = transfer[0].lower(), transfer[1]
-                self.token_balances[sender] = held - units
-                self.token_balances[to] = self.token_balances.get(to, 0) + units
-                events.append(Transfer("usdt", self.token, sender, to, units, tx_id, now))
+                self._set(block, "token_balances", sender, held - units)
+                self._set(block, "token_balances", to, self.token_balances.get(to, 0) + units)
+                block.events.append(Transfer("usdt", self.token, sender, to, units, tx.hash, now))
                 logs.append(
                     {
                         "address": to_checksum_address(self.token),
                         "topics": [TRANSFER_TOPIC, _topic(sender), _topic(to)],
                         "data": "0x" + units.to_bytes(32, "big").hex(),
-                        "logIndex": "0x0",
+                        "logIndex": _q(index),  # one log per transaction at most
                         "removed": False,
                     }
                 )
         if status == 1 and decoded.value:
-            self.balances[sender] -= decoded.value
-            self.balances[recipient] = self.balances.get(recipient, 0) + decoded.value
-            events.append(Transfer("eth", None, sender, recipient, decoded.value, tx_id, now))
-        number = len(self.blocks)
-        block = Block(number, _block_hash(number, [tx_id]), int(now), [tx_id], base)
-        self.blocks.append(block)
-        tx.block_number, tx.block_hash, tx.mined_at = number, block.hash, now
+            self._set(block, "balances", sender, self.balances[sender] - decoded.value)
+            self._set(block, "balances", recipient, self.balances.get(recipient, 0) + decoded.value)
+            block.events.append(
+                Transfer("eth", None, sender, recipient, decoded.value, tx.hash, now)
+            )
+        tx.block_number, tx.block_hash, tx.mined_at = block.number, block.hash, now
+        tx.index, tx.cumulative_gas_used = index, cumulative + gas_used
         tx.status, tx.gas_used, tx.effective_gas_price = status, gas_used, price
         for log in logs:
             log.update(
-                blockNumber=_q(number),
+                blockNumber=_q(block.number),
                 blockHash=block.hash,
-                transactionHash=tx_id,
-                transactionIndex="0x0",
+                transactionHash=tx.hash,
+                transactionIndex=_q(index),
             )
         tx.logs = logs
-        for event in events:
-            self.on_transfer(event)
+        return tx.cumulative_gas_used
+
+    # -- faults: reorgs and a forgetful node -------------------------------------------
+
+    def reorg(self, depth: int, *, drop: bool = False, new_blocks: int = 0) -> dict[str, Any]:
+        """Undo the last ``depth`` blocks: balances, tokens, nonces and deposits roll back.
+
+        Their transactions go back to the mempool (``drop`` false: a node re-queues what a
+        reorg un-mined) or are forgotten (``drop``: only a re-broadcast of the stored bytes
+        brings them back). ``new_blocks`` empty blocks then extend the new branch.
+        """
+        if not 1 <= depth <= self.head:
+            raise ValueError(f"depth must be between 1 and {self.head} (the genesis stays)")
+        if new_blocks < 0:
+            raise ValueError("new_blocks must not be negative")
+        undone: list[Block] = []
+        for _ in range(depth):
+            block = self.blocks.pop()
+            for store, key, old in reversed(block.journal):
+                table: dict[str, int] = getattr(self, store)
+                if old is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = old
+            if self.on_revert is not None:
+                for event in reversed(block.events):
+                    self.on_revert(event)
+            undone.append(block)
+        requeued: list[str] = []
+        dropped: list[str] = []
+        for block in reversed(undone):  # oldest first: the mempool keeps their order
+            for tx_id in block.transactions:
+                tx = self.txs[tx_id]
+                tx.block_number = tx.block_hash = tx.mined_at = tx.status = None
+                tx.index = tx.cumulative_gas_used = tx.gas_used = tx.effective_gas_price = 0
+                tx.logs = []
+                if drop:
+                    tx.dropped = "reorg"
+                    dropped.append(tx_id)
+                else:
+                    requeued.append(tx_id)
+        self.pending = requeued + self.pending
+        self.forks += 1
+        for _ in range(new_blocks):
+            self.mine_block([])
+        return {
+            "removed_blocks": [b.number for b in reversed(undone)],
+            "requeued": requeued,
+            "dropped": dropped,
+            "block_number": self.head,
+        }
+
+    def evict(self, hashes: list[str] | None = None, address: str | None = None) -> list[str]:
+        """Make the node forget pending transactions (all, some, or one sender's)."""
+        if hashes is not None:
+            wanted = [str(h).lower() for h in hashes]
+            unknown = [h for h in wanted if h not in self.pending]
+            if unknown:
+                raise ValueError(f"not in the mempool: {', '.join(unknown)}")
+        elif address is not None:
+            if not is_address(address):
+                raise ValueError(f"invalid address {address!r}")
+            sender = _lower(address)
+            wanted = [h for h in self.pending if self.txs[h].sender == sender]
+        else:
+            wanted = list(self.pending)
+        for tx_id in wanted:
+            self.pending.remove(tx_id)
+            self.txs[tx_id].dropped = "evicted"
+        return wanted
 
     # -- JSON-RPC ----------------------------------------------------------------------
 
@@ -258,7 +460,7 @@ class Chain:
         return str(self.config.chain_id)
 
     def rpc_eth_blockNumber(self) -> str:  # noqa: N802
-        return _q(len(self.blocks) - 1)
+        return _q(self.head)
 
     def rpc_eth_accounts(self) -> list[str]:
         return [to_checksum_address(a) for a in sorted(self.managed)]
@@ -269,22 +471,27 @@ class Chain:
     def rpc_eth_maxPriorityFeePerGas(self) -> str:  # noqa: N802
         return _q(self.priority_fee)
 
-    def rpc_eth_getBlockByNumber(self, tag: str = "latest", full: bool = False) -> Any:  # noqa: N802
+    def _block_at(self, tag: Any) -> Block | None:
         if tag in ("latest", "pending", "safe", "finalized"):
-            block = self.blocks[-1]
-        elif tag == "earliest":
-            block = self.blocks[0]
-        else:
-            number = _parse_quantity(tag, "block number")
-            if number >= len(self.blocks):
-                return None
-            block = self.blocks[number]
+            return self.blocks[-1]
+        if tag == "earliest":
+            return self.blocks[0]
+        number = _parse_quantity(tag, "block number")
+        return self.blocks[number] if number < len(self.blocks) else None
+
+    def rpc_eth_getBlockByNumber(self, tag: str = "latest", full: bool = False) -> Any:  # noqa: N802
+        block = self._block_at(tag)
+        if block is None:
+            return None
+        # The head reports the base fee in force now, so a base fee raised at run time
+        # reaches fee suggestions at once (a real node shows it from the next block on).
+        base_fee = self.base_fee if block is self.blocks[-1] else block.base_fee
         return {
             "number": _q(block.number),
             "hash": block.hash,
             "parentHash": self.blocks[block.number - 1].hash if block.number else "0x" + "00" * 32,
             "timestamp": _q(block.timestamp),
-            "baseFeePerGas": _q(block.base_fee),
+            "baseFeePerGas": _q(base_fee),
             "gasLimit": _q(30_000_000),
             "gasUsed": _q(sum(self.txs[h].gas_used for h in block.transactions)),
             "transactions": (
@@ -293,6 +500,31 @@ class Chain:
                 else list(block.transactions)
             ),
         }
+
+    def rpc_eth_feeHistory(  # noqa: N802
+        self, block_count: Any, newest: Any = "latest", percentiles: Any = None
+    ) -> dict[str, Any]:
+        count = (
+            block_count
+            if isinstance(block_count, int)
+            else _parse_quantity(block_count, "blockCount")
+        )
+        newest_block = self._block_at(newest)
+        if newest_block is None:
+            raise RpcError(-32602, f"block {newest} is not known")
+        last = newest_block.number
+        window = self.blocks[max(0, last - max(count, 1) + 1) : last + 1] if count else []
+        out: dict[str, Any] = {
+            "oldestBlock": _q(window[0].number if window else last),
+            # One more than the window: the next block's base fee, i.e. the current one.
+            "baseFeePerGas": [_q(b.base_fee) for b in window] + [_q(self.base_fee)],
+            "gasUsedRatio": [
+                sum(self.txs[h].gas_used for h in b.transactions) / 30_000_000 for b in window
+            ],
+        }
+        if percentiles:
+            out["reward"] = [[_q(self.priority_fee) for _ in percentiles] for _ in window]
+        return out
 
     def rpc_eth_getBalance(self, address: str, tag: str = "latest") -> str:  # noqa: N802
         return _q(self.balances.get(_address(address), 0))
@@ -375,9 +607,10 @@ class Chain:
                 request.get("maxFeePerGas", _q(2 * self.base_fee + tip)), "maxFeePerGas"
             )
             max_price = max_fee
-        # The signer refuses what the wallet cannot cover, counting its pending spends.
+        # The signer refuses what the wallet cannot cover, counting its pending spends
+        # (except a pending one at this nonce: this transaction would replace it).
         cost = value + gas * max_price
-        available = self._available_wei(sender)
+        available = self._available_wei(sender, replacing=nonce)
         if cost > available:
             raise RpcError(
                 -32000,
@@ -385,11 +618,11 @@ class Chain:
             )
         if to == self.token:
             transfer = abi.decode_transfer(data)
-            if transfer is not None and transfer[1] > self._available_units(sender):
+            held = self._available_units(sender, replacing=nonce)
+            if transfer is not None and transfer[1] > held:
                 raise RpcError(
                     -32000,
-                    f"insufficient funds: token balance {self._available_units(sender)}, "
-                    f"transfer {transfer[1]}",
+                    f"insufficient funds: token balance {held}, transfer {transfer[1]}",
                 )
         seed = keccak(
             b"sandbox-signature"
@@ -445,10 +678,13 @@ class Chain:
         except ValueError as exc:
             raise RpcError(-32602, f"invalid raw transaction: {exc}") from None
         digest = decoded.hash
-        if digest in self.txs:
-            if self.txs[digest].block_number is None:
+        known = self.txs.get(digest)
+        if known is not None and known.dropped is None:
+            if known.block_number is None:
                 raise RpcError(-32000, "already known")
             raise RpcError(-32000, "nonce too low")  # what geth says for a mined tx
+        # A dropped transaction (replaced, evicted, un-mined by a reorg) is unknown to the
+        # node: its bytes are checked again like a first broadcast.
         sender = self.signed.get(digest)
         if sender is None:
             raise RpcError(-32000, "invalid sender")  # we only accept our own signatures
@@ -457,13 +693,15 @@ class Chain:
         current = self.nonce(sender)
         if decoded.nonce < current:
             raise RpcError(-32000, f"nonce too low: next nonce {current}, tx nonce {decoded.nonce}")
-        for other in self.pending:
-            pending_tx = self.txs[other]
-            if pending_tx.sender == sender and pending_tx.decoded.nonce == decoded.nonce:
-                raise RpcError(-32000, "replacement transaction underpriced")
-        if decoded.nonce > self.pending_nonce(sender):
-            raise RpcError(-32000, "nonce too high: the sandbox does not queue nonce gaps")
-        max_price = decoded.gas_price if decoded.gas_price is not None else decoded.max_fee_per_gas
+        rival = self.pending_at(sender, decoded.nonce)
+        next_nonce = self.pending_nonce(sender)
+        if rival is None and decoded.nonce > next_nonce:
+            raise RpcError(
+                -32000,
+                f"nonce too high: next nonce {next_nonce}, tx nonce {decoded.nonce} "
+                "(the sandbox does not queue nonce gaps)",
+            )
+        max_price = fee_caps(decoded)[0]
         if decoded.gas_price is not None and decoded.gas_price < self.base_fee:
             raise RpcError(-32000, "transaction underpriced")
         if decoded.max_fee_per_gas is not None and decoded.max_fee_per_gas < self.base_fee:
@@ -472,15 +710,25 @@ class Chain:
                 f"max fee per gas less than block base fee: maxFeePerGas: "
                 f"{decoded.max_fee_per_gas}, baseFee: {self.base_fee}",
             )
+        if rival is not None and not replaces(
+            rival.decoded, decoded, self.config.price_bump_percent
+        ):
+            raise RpcError(-32000, "replacement transaction underpriced")
         if decoded.gas < _intrinsic_gas(decoded.data):
             raise RpcError(-32000, "intrinsic gas too low")
-        cost = decoded.value + decoded.gas * (max_price or 0)
-        if cost > self._available_wei(sender):
+        cost = decoded.value + decoded.gas * max_price
+        if cost > self._available_wei(sender, replacing=decoded.nonce):
             raise RpcError(-32000, "insufficient funds for gas * price + value")
-        self.txs[digest] = ChainTx(digest, "0x" + raw.hex(), sender, decoded, self.clock())
+        if rival is not None:
+            self.pending.remove(rival.hash)
+            rival.dropped, rival.replaced_by = "replaced", digest
+        if known is not None:  # back from the dead: same bytes, a fresh stay in the mempool
+            known.dropped = known.replaced_by = None
+            known.sent_at = self.clock()
+        else:
+            self.txs[digest] = ChainTx(digest, "0x" + raw.hex(), sender, decoded, self.clock())
         self.pending.append(digest)
-        if self.config.block_time <= 0:
-            self.mine(digest)
+        self.tick()
         return digest
 
     def rpc_eth_getTransactionReceipt(self, digest: str) -> Any:  # noqa: N802
@@ -489,12 +737,12 @@ class Chain:
             return None
         return {
             "transactionHash": tx.hash,
-            "transactionIndex": "0x0",
+            "transactionIndex": _q(tx.index),
             "blockHash": tx.block_hash,
             "blockNumber": _q(tx.block_number),
             "from": to_checksum_address(tx.sender),
             "to": to_checksum_address(tx.decoded.to) if tx.decoded.to else None,
-            "cumulativeGasUsed": _q(tx.gas_used),
+            "cumulativeGasUsed": _q(tx.cumulative_gas_used),
             "gasUsed": _q(tx.gas_used),
             "effectiveGasPrice": _q(tx.effective_gas_price),
             "contractAddress": None,
@@ -506,24 +754,27 @@ class Chain:
 
     def rpc_eth_getTransactionByHash(self, digest: str) -> Any:  # noqa: N802
         tx = self.txs.get(str(digest).lower())
-        return None if tx is None else self._tx_json(tx)
+        return None if tx is None or tx.dropped is not None else self._tx_json(tx)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _available_wei(self, sender: str) -> int:
+    def _available_wei(self, sender: str, replacing: int | None = None) -> int:
         reserved = 0
         for h in self.pending:
             tx = self.txs[h]
-            if tx.sender == sender:
-                price = tx.decoded.gas_price or tx.decoded.max_fee_per_gas or 0
-                reserved += tx.decoded.value + tx.decoded.gas * price
+            if tx.sender == sender and tx.decoded.nonce != replacing:
+                reserved += tx.decoded.value + tx.decoded.gas * fee_caps(tx.decoded)[0]
         return self.balances.get(sender, 0) - reserved
 
-    def _available_units(self, sender: str) -> int:
+    def _available_units(self, sender: str, replacing: int | None = None) -> int:
         reserved = 0
         for h in self.pending:
             tx = self.txs[h]
-            if tx.sender == sender and tx.decoded.to == self.token:
+            if (
+                tx.sender == sender
+                and tx.decoded.to == self.token
+                and tx.decoded.nonce != replacing
+            ):
                 transfer = abi.decode_transfer(tx.decoded.data)
                 reserved += transfer[1] if transfer else 0
         return self.token_balances.get(sender, 0) - reserved
@@ -562,6 +813,7 @@ class Chain:
             for a in sorted(holders)
         }
         transactions = []
+        mempool = set(self.pending)
         for tx in self.txs.values():
             d = tx.decoded
             transfer = abi.decode_transfer(d.data) if d.to == self.token else None
@@ -574,14 +826,21 @@ class Chain:
                     "eth": str(from_base_units(d.value, "eth")),
                     "token_recipient": transfer[0] if transfer else None,
                     "usdt": str(from_base_units(transfer[1], "usdt")) if transfer else None,
-                    "pending": tx.block_number is None,
+                    "pending": tx.hash in mempool,
                     "block": tx.block_number,
                     "status": tx.status,
+                    "max_fee_per_gas": d.max_fee_per_gas,
+                    "max_priority_fee_per_gas": d.max_priority_fee_per_gas,
+                    "gas_price": d.gas_price,
+                    "replaced_by": tx.replaced_by,
+                    "dropped": tx.dropped,
                 }
             )
         return {
             "chain_id": self.config.chain_id,
-            "block_number": len(self.blocks) - 1,
+            "block_number": self.head,
+            "base_fee_wei": self.base_fee,
+            "mempool": list(self.pending),
             "accounts": [to_checksum_address(a) for a in sorted(self.managed)],
             "usdt_contract": to_checksum_address(self.token),
             "balances": balances,
@@ -589,8 +848,8 @@ class Chain:
         }
 
 
-def _block_hash(number: int, txs: list[str]) -> str:
-    return "0x" + keccak(text=f"sandbox-block-{number}-{','.join(txs)}").hex()
+def _block_hash(number: int, txs: list[str], fork: int) -> str:
+    return "0x" + keccak(text=f"sandbox-block-{number}-{fork}-{','.join(txs)}").hex()
 
 
 def _topic(address: str) -> str:

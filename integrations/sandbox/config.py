@@ -50,7 +50,12 @@ class SandboxConfig:
     prices_usd: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_PRICES_USD))
     # Chain / signer side
     chain_id: int = 1337
-    block_time: float = 0.0  # seconds a broadcast transaction stays pending
+    # True: each broadcast transaction is mined in its own block once block_time has
+    # passed (today's behaviour). False: a mempool; nothing is mined until /_sandbox/mine.
+    auto_mine: bool = True
+    block_time: float = 0.0  # with auto_mine: seconds a broadcast transaction stays pending
+    # geth's --txpool.pricebump: a same-nonce replacement must raise both fee caps this much.
+    price_bump_percent: int = 10
     base_fee_gwei: Decimal = Decimal("1")
     priority_fee_gwei: Decimal = Decimal("1")
     host_wallet: str = DEFAULT_HOST_WALLET
@@ -73,6 +78,10 @@ class SandboxConfig:
         for name in ("error_rate", "rate_limit_rate", "rpc_error_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.price_bump_percent < 0:
+            raise ValueError("price_bump_percent must not be negative")
+        if self.base_fee_gwei < 0 or self.priority_fee_gwei < 0:
+            raise ValueError("fees must not be negative")
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -453,6 +453,26 @@ class ChangeNowSim:
             break
         self.deposits.append(record)
 
+    def on_revert(self, transfer: Transfer) -> None:
+        """A reorg un-mined a transfer: forget it as a deposit, as if it never arrived.
+
+        Only the linkage is undone; money the exchange already sent back (a refund
+        credited on the chain) stays, as a real exchange's payout would.
+        """
+        self.deposits = [
+            d
+            for d in self.deposits
+            if not (d["tx_hash"] == transfer.tx_hash and d["asset"] == transfer.asset)
+        ]
+        for exchange in self.exchanges.values():
+            if exchange.deposit_hash != transfer.tx_hash:
+                continue
+            exchange.deposit_amount = exchange.deposit_at = exchange.deposit_hash = None
+            exchange.amount_to = exchange.refund_amount = None
+            if exchange.script.get("reason") == "deposit below minimum":
+                exchange.script = {}  # set by that deposit, not by a person
+            break
+
     def _settle_amounts(self, exchange: SimExchange) -> None:
         """Fix what will be paid out or refunded, once the deposit is known."""
         deposit = exchange.deposit_amount

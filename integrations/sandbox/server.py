@@ -86,11 +86,14 @@ class SandboxApp:
             self.rng = random.Random(seed)
             self.fault_rng = random.Random(None if seed is None else seed + 1)
             self.fail_rules = []
-            self.chain = Chain(self.config, self.now, self.rng, self._on_transfer)
+            self.chain = Chain(self.config, self.now, self.rng, self._on_transfer, self._on_revert)
             self.changenow = ChangeNowSim(self.config, self.now, self.rng, self.chain.credit)
 
     def _on_transfer(self, transfer: Any) -> None:
         self.changenow.on_transfer(transfer)
+
+    def _on_revert(self, transfer: Any) -> None:
+        self.changenow.on_revert(transfer)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -294,9 +297,45 @@ class SandboxApp:
             self.changenow.tick()
             return Response(200, {"offset": self.clock_offset, "now": self.now()})
         if (method, path) == ("POST", "/_sandbox/mine"):
-            mined = self.chain.mine_all()
+            self.chain.tick()
+            hashes = data.get("hashes")
+            if hashes is not None and not isinstance(hashes, list):
+                raise ValueError("hashes must be a list of transaction hashes")
+            empty = _count(data, "empty_blocks", 0)
+            # {"empty_blocks": n} alone only adds empty blocks: the mempool stays as it is.
+            count = _count(data, "count", 0 if "empty_blocks" in data else 1)
+            blocks = self.chain.mine(count=count, hashes=hashes, empty_blocks=empty)
             self.changenow.tick()
-            return Response(200, {"mined": mined})
+            mined = [h for block in blocks for h in block.transactions]
+            return Response(
+                200,
+                {
+                    "mined": len(mined),
+                    "hashes": mined,
+                    "blocks": [block.number for block in blocks],
+                    "block_number": self.chain.head,
+                    "pending": list(self.chain.pending),
+                },
+            )
+        if (method, path) == ("POST", "/_sandbox/reorg"):
+            self.chain.tick()
+            result = self.chain.reorg(
+                _count(data, "depth", 1),
+                drop=bool(data.get("drop", False)),
+                new_blocks=_count(data, "new_blocks", 0),
+            )
+            self.changenow.tick()
+            return Response(200, {**result, "pending": list(self.chain.pending)})
+        if (method, path) == ("POST", "/_sandbox/evict"):
+            self.chain.tick()
+            hashes = data.get("hashes")
+            if data.get("hash"):
+                hashes = [data["hash"]]
+            if hashes is not None and not isinstance(hashes, list):
+                raise ValueError("hashes must be a list of transaction hashes")
+            address = data.get("address")
+            evicted = self.chain.evict(hashes, str(address) if address else None)
+            return Response(200, {"evicted": evicted, "pending": list(self.chain.pending)})
         if (method, path) == ("POST", "/_sandbox/fund"):
             address = data.get("address") or self.config.host_wallet
             self.chain.fund(
@@ -350,6 +389,18 @@ def _fail_rule(data: Mapping[str, Any]) -> dict[str, Any]:
     if rule["count"] < 1:
         raise ValueError("count must be at least 1")
     return rule
+
+
+def _count(data: Mapping[str, Any], key: str, default: int) -> int:
+    """A non-negative whole number from a control body (JSON number or string)."""
+    value = data.get(key, default)
+    try:
+        exact = Decimal(str(value)) if not isinstance(value, bool) else None
+    except ArithmeticError:
+        exact = None
+    if exact is None or not exact.is_finite() or exact != exact.to_integral_value() or exact < 0:
+        raise ValueError(f"{key} must be a non-negative whole number, not {value!r}")
+    return int(exact)
 
 
 def _default_code(status: int) -> str:
