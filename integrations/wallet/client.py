@@ -10,17 +10,27 @@ Signers answer ``eth_signTransaction`` either with the raw transaction as hex (a
 Web3Signer) or with Geth/Clef's ``{"raw": ..., "tx": {...}}``; the hash is keccak-256 of
 the raw bytes in both cases. JSON-RPC calls are POSTs and are never retried by the
 transport: the caller decides, and every call here is safe to repeat.
+
+A stuck transaction is replaced, never abandoned: the same request re-signed at the same
+nonce with both fee caps raised (``bump_fees``, ``TxRequest.with_fees``), or a cancel
+(``build_cancel``: nothing to ourselves at that nonce). Whichever mines, the others at
+that nonce are dead. A receipt is final only ``confirmations`` blocks deep
+(``Receipt.confirmations``), and an ERC-20 transfer only with its ``Transfer`` log
+(``erc20_transfer_logged``), not on ``status == 1`` alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from fractions import Fraction
+from typing import Any, NamedTuple
 
 import requests
 from eth_utils import is_address, to_checksum_address
@@ -35,6 +45,10 @@ GWEI = 10**9
 ETH_TRANSFER_GAS = 21_000
 DEFAULT_PRIORITY_FEE = 1 * GWEI  # when the node has no eth_maxPriorityFeePerGas
 GAS_MARGIN_PERCENT = 25  # headroom over eth_estimateGas for contract calls
+# What we raise both fee caps by to replace a stuck transaction. geth (and most nodes)
+# want at least 10 % (--txpool.pricebump); 12.5 % leaves room for rounding and for nodes
+# configured stricter, and is what the design asks.
+REPLACEMENT_BUMP_PERCENT = Decimal("12.5")
 
 # JSON-RPC error messages differ per node and signer; these patterns cover geth, anvil,
 # Nethermind, Erigon, Besu, Web3Signer and Clef wording. Order matters: first match wins.
@@ -101,6 +115,12 @@ class Fees:
     gas_price: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("max_fee_per_gas", "max_priority_fee_per_gas", "gas_price"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be a non-negative integer of wei, not {value!r}")
         eip1559 = self.max_fee_per_gas is not None or self.max_priority_fee_per_gas is not None
         if eip1559 == (self.gas_price is not None):
             raise ValueError("give max_fee_per_gas + max_priority_fee_per_gas, or gas_price")
@@ -113,6 +133,11 @@ class Fees:
     def max_price(self) -> int:
         """The most one unit of gas can cost: what the balance must cover."""
         return self.gas_price if self.gas_price is not None else self.max_fee_per_gas  # type: ignore[return-value]
+
+    @property
+    def tip(self) -> int:
+        """The priority fee cap; a legacy gas price is all tip (how nodes compare them)."""
+        return self.gas_price if self.gas_price is not None else self.max_priority_fee_per_gas  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,67 @@ class TxRequest:
     def max_cost_wei(self) -> int:
         return self.value + self.gas * self.fees.max_price
 
+    @property
+    def max_fee_per_gas(self) -> int | None:
+        return self.fees.max_fee_per_gas
+
+    @property
+    def max_priority_fee_per_gas(self) -> int | None:
+        return self.fees.max_priority_fee_per_gas
+
+    @property
+    def gas_price(self) -> int | None:
+        return self.fees.gas_price
+
+    @property
+    def is_cancel(self) -> bool:
+        """A zero-value, no-data transfer to the sender: fills a nonce, moves nothing."""
+        return self.value == 0 and not self.data and self.to.lower() == self.from_address.lower()
+
+    def with_fees(self, fees: Fees) -> TxRequest:
+        """The same transaction (nonce, recipient, value, data, gas) at other fees."""
+        return dataclasses.replace(self, fees=fees)
+
+    @classmethod
+    def from_signed(cls, raw: str | bytes, from_address: str, *, asset: str = "usdt") -> TxRequest:
+        """The request behind stored signed bytes, to re-sign it at raised fees.
+
+        The sender is not recovered from the signature (we hold no crypto for that): the
+        caller says whose transaction it is, and the signer refuses it if that is wrong.
+        ERC-20 transfer call data is read back as units of ``asset``.
+        """
+        data = raw if isinstance(raw, bytes) else _hex_bytes(raw, "raw transaction")
+        decoded = decode_transaction(data)
+        if decoded.to is None or decoded.chain_id is None:
+            raise ValueError("not a transfer this client builds (no recipient or no chain id)")
+        fees = (
+            Fees(gas_price=decoded.gas_price)
+            if decoded.gas_price is not None
+            else Fees(
+                max_fee_per_gas=decoded.max_fee_per_gas,
+                max_priority_fee_per_gas=decoded.max_priority_fee_per_gas,
+            )
+        )
+        to = to_checksum_address(decoded.to)
+        transfer = abi.decode_transfer(decoded.data) if decoded.value == 0 else None
+        if transfer is not None:
+            kind, units, recipient = asset.lower(), transfer[1], transfer[0]
+        else:
+            kind, units, recipient = "eth", decoded.value, to
+        return cls(
+            from_address=_address(from_address, "from_address"),
+            to=to,
+            value=decoded.value,
+            data=decoded.data,
+            nonce=decoded.nonce,
+            gas=decoded.gas,
+            chain_id=decoded.chain_id,
+            fees=fees,
+            asset=kind,
+            units=units,
+            recipient=recipient,
+        )
+
 
 @dataclass(frozen=True)
 class SignedTx:
@@ -183,9 +269,90 @@ class Receipt:
 
     @property
     def fee_wei(self) -> int | None:
+        """Gas paid: gasUsed × effectiveGasPrice (None from nodes that omit the price)."""
         if self.effective_gas_price is None:
             return None
         return self.gas_used * self.effective_gas_price
+
+    def confirmations(self, head: int) -> int:
+        """Blocks deep at chain head ``head``: 1 in the head block itself, 0 if the head
+        is below it (a reorg shortened the chain; re-read the receipt)."""
+        return max(0, head - self.block_number + 1)
+
+
+class BumpedFees(NamedTuple):
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    capped: bool  # the ceiling held a cap below what the rule or the suggestion asked
+
+    @property
+    def fees(self) -> Fees:
+        return Fees(
+            max_fee_per_gas=self.max_fee_per_gas,
+            max_priority_fee_per_gas=self.max_priority_fee_per_gas,
+        )
+
+
+def bump_fees(
+    old_max_fee: int,
+    old_tip: int,
+    suggested: Fees | None,
+    *,
+    percent: Decimal | int | str = REPLACEMENT_BUMP_PERCENT,
+    ceiling_wei: int,
+) -> BumpedFees:
+    """EIP-1559 fee caps for a same-nonce replacement of a transaction paying
+    (``old_max_fee``, ``old_tip``).
+
+    Each cap is raised by at least ``percent`` (rounded up to the wei, and by at least one
+    wei: nodes want strictly higher caps), or to the node's current ``suggested`` fees when
+    those are higher (a legacy suggestion counts for both caps). The fee cap is at least
+    the tip. Nothing goes above ``ceiling_wei``: when the ceiling bites, ``capped`` is true
+    and the result may be too low for a node to accept as a replacement (at or below the
+    old caps, or under the node's own bump); the caller alerts rather than overpays.
+    """
+    for name, value in (
+        ("old_max_fee", old_max_fee),
+        ("old_tip", old_tip),
+        ("ceiling_wei", ceiling_wei),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer of wei, not {value!r}")
+    if old_tip > old_max_fee:
+        raise ValueError("old_tip exceeds old_max_fee")
+    try:
+        factor = 1 + Fraction(Decimal(str(percent))) / 100
+    except (ArithmeticError, ValueError):
+        raise ValueError(f"percent must be a number, not {percent!r}") from None
+    if factor <= 1:
+        raise ValueError("percent must be positive")
+
+    def raised(value: int) -> int:
+        return max(math.ceil(value * factor), value + 1)
+
+    max_fee, tip = raised(old_max_fee), raised(old_tip)
+    if suggested is not None:
+        max_fee = max(max_fee, suggested.max_price)
+        tip = max(tip, suggested.tip)
+    max_fee = max(max_fee, tip)
+    capped = max_fee > ceiling_wei
+    if capped:
+        max_fee = ceiling_wei
+        tip = min(tip, max_fee)
+    return BumpedFees(max_fee, tip, capped)
+
+
+def erc20_transfer_logged(receipt: Receipt, token: str, sender: str, to: str, units: int) -> bool:
+    """Did this mined receipt move exactly ``units`` of ``token`` from ``sender`` to ``to``?
+
+    Only a ``Transfer(sender, to, units)`` log emitted by the token contract itself counts:
+    ``status == 1`` alone does not (a token that returns false, a proxy that did nothing,
+    a look-alike contract), nor the same event from another contract.
+    """
+    if not receipt.succeeded:
+        return False
+    wanted = (token.lower(), sender.lower(), to.lower(), units)
+    return any(abi.decode_transfer_log(log) == wanted for log in receipt.logs)
 
 
 class WalletClient:
@@ -302,9 +469,18 @@ class WalletClient:
         return self._chain_id
 
     def get_nonce(self, address: str | None = None, block: str = "pending") -> int:
-        """eth_getTransactionCount: "pending" counts transactions still in the mempool."""
+        """eth_getTransactionCount: "pending" counts transactions still in the mempool;
+        "latest" is the confirmed count (every nonce below it is used on chain)."""
         owner = self._owner(address)
         return _quantity(self.rpc("eth_getTransactionCount", [owner, block]), "nonce")
+
+    def get_confirmed_nonce(self, address: str | None = None) -> int:
+        """The number of mined transactions of ``address`` (its next nonce on chain)."""
+        return self.get_nonce(address, "latest")
+
+    def get_block_number(self) -> int:
+        """eth_blockNumber: the chain head, for confirmation depth."""
+        return _quantity(self.rpc("eth_blockNumber"), "eth_blockNumber")
 
     def gas_price(self) -> int:
         return _quantity(self.rpc("eth_gasPrice"), "eth_gasPrice")
@@ -374,8 +550,15 @@ class WalletClient:
         gas: int | None = None,
         fees: Fees | None = None,
         check_balance: bool = True,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
     ) -> TxRequest:
-        """A native ETH transfer of exactly ``amount`` ETH (refused if not exact in wei)."""
+        """A native ETH transfer of exactly ``amount`` ETH (refused if not exact in wei).
+
+        Fees: ``fees``, or ``max_fee_per_gas`` + ``max_priority_fee_per_gas`` (wei), else
+        the node's suggestion.
+        """
+        fees = _explicit_fees(fees, max_fee_per_gas, max_priority_fee_per_gas)
         wei = _units(amount, "eth")
         sender = self._owner(from_address)
         recipient = _address(to, "to")
@@ -418,8 +601,14 @@ class WalletClient:
         gas: int | None = None,
         fees: Fees | None = None,
         check_balance: bool = True,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
     ) -> TxRequest:
-        """An ERC-20 ``transfer(to, units)`` of exactly ``amount`` ``asset`` (default USDT)."""
+        """An ERC-20 ``transfer(to, units)`` of exactly ``amount`` ``asset`` (default USDT).
+
+        Fees as for ``build_eth_transfer``.
+        """
+        fees = _explicit_fees(fees, max_fee_per_gas, max_priority_fee_per_gas)
         units = _units(amount, asset)
         sender = self._owner(from_address)
         contract = self._token(token)
@@ -455,6 +644,47 @@ class WalletClient:
                 raise WalletError(
                     f"host wallet has {from_base_units(balance, 'eth')} ETH, not enough for "
                     f"gas up to {from_base_units(tx.max_cost_wei, 'eth')} ETH",
+                    WalletErrorKind.INSUFFICIENT_FUNDS,
+                )
+        return tx
+
+    def build_cancel(
+        self,
+        *,
+        nonce: int,
+        from_address: str | None = None,
+        fees: Fees | None = None,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
+        check_balance: bool = True,
+    ) -> TxRequest:
+        """A cancel: 0 ETH from the wallet to itself at ``nonce``, plain 21,000 gas.
+
+        Mined, it uses the nonce and moves nothing but gas, so whatever else was signed at
+        that nonce can never mine. To replace a pending transaction its fees must beat
+        that transaction's (``bump_fees``).
+        """
+        fees = _explicit_fees(fees, max_fee_per_gas, max_priority_fee_per_gas)
+        sender = self._owner(from_address)
+        tx = TxRequest(
+            from_address=sender,
+            to=sender,
+            value=0,
+            data=b"",
+            nonce=_nonce(nonce),
+            gas=ETH_TRANSFER_GAS,
+            chain_id=self.chain_id(),
+            fees=fees or self.suggest_fees(),
+            asset="eth",
+            units=0,
+            recipient=sender,
+        )
+        if check_balance:
+            balance = self.get_balance_wei(sender)
+            if balance < tx.max_cost_wei:
+                raise WalletError(
+                    f"host wallet has {from_base_units(balance, 'eth')} ETH, not enough for "
+                    f"the cancel's gas up to {from_base_units(tx.max_cost_wei, 'eth')} ETH",
                     WalletErrorKind.INSUFFICIENT_FUNDS,
                 )
         return tx
@@ -609,6 +839,16 @@ def _check_signed(tx: TxRequest, decoded: DecodedTx) -> None:
             "signer signed a different transaction: " + "; ".join(problems),
             WalletErrorKind.SIGNER_MISMATCH,
         )
+
+
+def _explicit_fees(
+    fees: Fees | None, max_fee_per_gas: int | None, max_priority_fee_per_gas: int | None
+) -> Fees | None:
+    if max_fee_per_gas is None and max_priority_fee_per_gas is None:
+        return fees
+    if fees is not None:
+        raise ValueError("give fees or max_fee_per_gas + max_priority_fee_per_gas, not both")
+    return Fees(max_fee_per_gas=max_fee_per_gas, max_priority_fee_per_gas=max_priority_fee_per_gas)
 
 
 def _units(amount: Decimal, asset: str) -> int:
