@@ -259,10 +259,6 @@ class Chain:
         for tx_id in self.executable(ready):
             self.mine_block([tx_id])
 
-    def mine_all(self) -> int:
-        """One block with every executable pending transaction (possibly none)."""
-        return len(self.mine_block(self.executable()).transactions)
-
     def mine(
         self, *, count: int = 1, hashes: list[str] | None = None, empty_blocks: int = 0
     ) -> list[Block]:
