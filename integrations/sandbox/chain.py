@@ -163,6 +163,10 @@ class Chain:
             self.managed.add(_lower(address))
             self.balances[_lower(address)] = to_base_units(config.eth_balance, "eth")
         self.token_balances[_lower(config.host_wallet)] = to_base_units(config.usdt_balance, "usdt")
+        # ChangeNOW's hot wallet: not managed (our signer refuses it), funded for refunds.
+        hot = _lower(config.changenow_hot_wallet)
+        self.balances[hot] = to_base_units(config.hot_wallet_eth, "eth")
+        self.token_balances[hot] = to_base_units(config.hot_wallet_usdt, "usdt")
 
     # -- facts -------------------------------------------------------------------------
 
@@ -217,12 +221,56 @@ class Chain:
             self.token_balances[key] = to_base_units(usdt, "usdt")
 
     def credit(self, address: str, asset: str, units: int) -> None:
-        """Money arriving from outside the chain (a ChangeNOW refund or payout)."""
+        """Money arriving from outside the chain, in no block: only for topping up the
+        ChangeNOW hot wallet (its treasury refills it), never for a payment to us."""
         key = _lower(address)
         if asset == "eth":
             self.balances[key] = self.balances.get(key, 0) + units
         else:
             self.token_balances[key] = self.token_balances.get(key, 0) + units
+
+    def send_unmanaged(self, sender: str, to: str, *, value: int = 0, data: bytes = b"") -> str:
+        """Broadcast a transaction from an account the signer does not manage (ChangeNOW's
+        hot wallet) and return its hash.
+
+        It is signed like ours (same fake signature scheme) and then goes through
+        ``eth_sendRawTransaction`` like any broadcast: the mempool, the nonce and fee-cap
+        rules, mining, receipts, reorgs. Fees are the node's suggestion at this moment.
+        If the sender cannot cover it, the shortfall is topped up first (an exchange's
+        treasury refills its hot wallet; the sandbox's must never refuse a refund).
+        """
+        sender, to = _lower(sender), _lower(to)
+        if sender in self.managed:
+            raise ValueError("send_unmanaged is for accounts the signer does not manage")
+        nonce = self.pending_nonce(sender)
+        gas = TOKEN_TRANSFER_ESTIMATE if to == self.token else _intrinsic_gas(data)
+        tip = self.priority_fee
+        max_fee = 2 * self.base_fee + tip
+        short_wei = value + gas * max_fee - self._available_wei(sender)
+        if short_wei > 0:
+            self.credit(sender, "eth", short_wei)
+        transfer = abi.decode_transfer(data) if to == self.token else None
+        if transfer is not None:
+            short_units = transfer[1] - self._available_units(sender)
+            if short_units > 0:
+                self.credit(sender, "usdt", short_units)
+        raw = self._envelope(
+            sender, nonce=nonce, gas=gas, to=to, value=value, data=data, tip=tip, max_fee=max_fee
+        )
+        return self.rpc_eth_sendRawTransaction("0x" + raw.hex())
+
+    def pay(self, sender: str, recipient: str, asset: str, units: int) -> str:
+        """``units`` of ``asset`` ("eth" or "usdt") from an unmanaged ``sender`` to
+        ``recipient``: a value transfer, or an ERC-20 ``transfer`` on the USDT contract."""
+        if units <= 0:
+            raise ValueError("a payment moves a positive amount")
+        if asset == "eth":
+            return self.send_unmanaged(sender, recipient, value=units)
+        if asset == "usdt":
+            return self.send_unmanaged(
+                sender, self.token, data=abi.encode_transfer(recipient, units)
+            )
+        raise ValueError(f"the sandbox chain has no asset {asset!r}")
 
     # -- mining ------------------------------------------------------------------------
 
@@ -620,44 +668,18 @@ class Chain:
                     -32000,
                     f"insufficient funds: token balance {held}, transfer {transfer[1]}",
                 )
-        seed = keccak(
-            b"sandbox-signature"
-            + bytes.fromhex(sender[2:])
-            + repr(
-                (self.config.chain_id, nonce, gas, to, value, data.hex(), legacy, max_price)
-            ).encode()
+        raw = self._envelope(
+            sender,
+            nonce=nonce,
+            gas=gas,
+            to=to,
+            value=value,
+            data=data,
+            gas_price=gas_price if legacy else None,
+            tip=None if legacy else tip,
+            max_fee=None if legacy else max_fee,
         )
-        r = int.from_bytes(seed, "big") % (_SECP256K1_N - 1) + 1
-        s = int.from_bytes(keccak(seed), "big") % (_SECP256K1_N // 2 - 1) + 1
-        if legacy:
-            raw = encode_legacy(
-                chain_id=self.config.chain_id,
-                nonce=nonce,
-                gas_price=gas_price,
-                gas=gas,
-                to=to,
-                value=value,
-                data=data,
-                recovery=0,
-                r=r,
-                s=s,
-            )
-        else:
-            raw = encode_eip1559(
-                chain_id=self.config.chain_id,
-                nonce=nonce,
-                max_priority_fee_per_gas=tip,
-                max_fee_per_gas=max_fee,
-                gas=gas,
-                to=to,
-                value=value,
-                data=data,
-                y_parity=0,
-                r=r,
-                s=s,
-            )
         digest = tx_hash(raw)
-        self.signed[digest] = sender
         raw_hex = "0x" + raw.hex()
         if self.config.sign_format == "geth":
             decoded = decode_transaction(raw)
@@ -753,6 +775,62 @@ class Chain:
         return None if tx is None or tx.dropped is not None else self._tx_json(tx)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _envelope(
+        self,
+        sender: str,
+        *,
+        nonce: int,
+        gas: int,
+        to: str,
+        value: int,
+        data: bytes,
+        gas_price: int | None = None,
+        tip: int | None = None,
+        max_fee: int | None = None,
+    ) -> bytes:
+        """Raw signed bytes (legacy when ``gas_price`` is given, else EIP-1559) with a fake,
+        deterministic signature; remembered so that a broadcast of them is accepted."""
+        legacy = gas_price is not None
+        max_price = gas_price if legacy else max_fee
+        seed = keccak(
+            b"sandbox-signature"
+            + bytes.fromhex(sender[2:])
+            + repr(
+                (self.config.chain_id, nonce, gas, to, value, data.hex(), legacy, max_price)
+            ).encode()
+        )
+        r = int.from_bytes(seed, "big") % (_SECP256K1_N - 1) + 1
+        s = int.from_bytes(keccak(seed), "big") % (_SECP256K1_N // 2 - 1) + 1
+        if gas_price is not None:
+            raw = encode_legacy(
+                chain_id=self.config.chain_id,
+                nonce=nonce,
+                gas_price=gas_price,
+                gas=gas,
+                to=to,
+                value=value,
+                data=data,
+                recovery=0,
+                r=r,
+                s=s,
+            )
+        else:
+            raw = encode_eip1559(
+                chain_id=self.config.chain_id,
+                nonce=nonce,
+                max_priority_fee_per_gas=tip or 0,
+                max_fee_per_gas=max_fee or 0,
+                gas=gas,
+                to=to,
+                value=value,
+                data=data,
+                y_parity=0,
+                r=r,
+                s=s,
+            )
+        self.signed[tx_hash(raw)] = sender
+        return raw
 
     def _available_wei(self, sender: str, replacing: int | None = None) -> int:
         reserved = 0

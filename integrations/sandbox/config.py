@@ -8,9 +8,15 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+from eth_utils import is_address
+
 # anvil's first default account: a familiar development address (the sandbox holds no key).
 DEFAULT_HOST_WALLET = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 DEFAULT_USDT_CONTRACT = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
+# ChangeNOW's hot wallet on the sandbox chain: refunds are sent from it. An address nobody
+# holds a key for (keccak-256 of "sandbox changenow hot wallet"), so our signer can never sign
+# for it and nothing but the simulated exchange can move its funds.
+DEFAULT_CHANGENOW_HOT_WALLET = "0x060d6787198f2dDeAc2604fd03dE808a9A9f885B"
 
 # USD prices the sandbox quotes with. Rates move only through the per-exchange jitter.
 DEFAULT_PRICES_USD: dict[str, Decimal] = {
@@ -48,6 +54,14 @@ class SandboxConfig:
     fixed_rate_seconds: int = 600  # lifetime of a fixed-rate quote and exchange
     waiting_expiry_seconds: int = 7 * 24 * 3600  # a standard exchange with no deposit expires
     prices_usd: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_PRICES_USD))
+    # What ChangeNOW keeps from a refund an operator asks for (POST /v2/exchange/refund), in
+    # the refunded asset: the refund is the full deposit less this.
+    refund_fee: Decimal = Decimal("0")
+    # The account refunds are sent from, and what it holds at start: generous, so a refund
+    # never fails for want of funds (the sandbox also tops it up if a test drained it).
+    changenow_hot_wallet: str = DEFAULT_CHANGENOW_HOT_WALLET
+    hot_wallet_eth: Decimal = Decimal("1000000")
+    hot_wallet_usdt: Decimal = Decimal("1000000000")
     # Chain / signer side
     chain_id: int = 1337
     # True: each broadcast transaction is mined in its own block once block_time has
@@ -82,6 +96,15 @@ class SandboxConfig:
             raise ValueError("price_bump_percent must not be negative")
         if self.base_fee_gwei < 0 or self.priority_fee_gwei < 0:
             raise ValueError("fees must not be negative")
+        if self.refund_fee < 0 or self.hot_wallet_eth < 0 or self.hot_wallet_usdt < 0:
+            raise ValueError("refund_fee and the hot wallet's balances must not be negative")
+        if not is_address(self.changenow_hot_wallet):
+            raise ValueError(f"changenow_hot_wallet is not an address: {self.changenow_hot_wallet}")
+        signed_for = {a.lower() for a in [self.host_wallet, *self.extra_accounts]}
+        if self.changenow_hot_wallet.lower() in signed_for:
+            # The hot wallet is ChangeNOW's: if our signer could sign for it, a refund would
+            # not prove that money came back from outside.
+            raise ValueError("changenow_hot_wallet must not be an account the signer manages")
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

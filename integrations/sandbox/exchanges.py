@@ -4,8 +4,15 @@ An exchange waits until the sandbox chain reports a transfer of its from-asset t
 address (ETH natively, USDT as an ERC-20 transfer on the configured contract), then moves
 confirming → exchanging → sending → finished, one step every ``step_seconds``. The realised
 ``amountTo`` differs from the estimate (jitter), as it does at ChangeNOW. A script set per
-exchange replaces the happy path: failed, refunded (with a refund amount, credited back to
-the refund address on the sandbox chain), expired, stuck at a status, or an unknown status.
+exchange replaces the happy path: failed, refunded (with a refund amount), expired, stuck at
+a status, or an unknown status.
+
+A refund is a real transaction on the sandbox chain, sent from ChangeNOW's hot wallet (an
+account our signer does not manage) to the refund address when the exchange becomes
+``refunded``: ETH as a value transfer, USDT as an ERC-20 ``transfer``. Its hash is the
+exchange's ``refundHash``. An exchange that failed or expired after its deposit offers the
+recovery actions (``GET /v2/exchange/actions``): a refund to an address the caller names,
+or a continue that carries it on to ``finished``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from integrations.addresses import (
 )
 from integrations.assets import decimals_of, quantize_down, to_base_units
 from integrations.changenow.types import KNOWN_STATUSES
-from integrations.sandbox.chain import Transfer
+from integrations.sandbox.chain import RpcError, Transfer
 from integrations.sandbox.config import SandboxConfig
 
 # (ticker, network, name, has extra id, supports fixed rate)
@@ -54,6 +61,10 @@ CURRENCIES: list[tuple[str, str, str, bool, bool]] = [
 ]
 SCRIPT_OUTCOMES = frozenset({"finished", "failed", "refunded", "expired", "stuck", "unknown"})
 STUCK_STATUSES = ("waiting", "confirming", "exchanging", "sending")
+# Statuses after which, with a deposit received, a refund or a continue can be asked for.
+ACTIONABLE_STATUSES = ("failed", "expired")
+# Assets the sandbox chain carries: only these deposits are seen, only these are refunded.
+CHAIN_ASSETS = ("eth", "usdt")
 
 
 class ApiError(Exception):
@@ -92,9 +103,13 @@ class SimExchange:
     deposit_at: float | None = None
     amount_to: Decimal | None = None
     payout_hash: str | None = None
+    deposit_sender: str | None = None  # where a refund goes when there is no refund address
     refund_amount: Decimal | None = None
-    refund_hash: str | None = None
-    refund_credited: bool = False
+    refund_hash: str | None = None  # the refund transaction's hash, once it was sent
+    refund_credited: bool = False  # the refund transaction was sent (it may still be pending)
+    # A recovery action asked for: {"kind": "refund" | "continue", "at": clock, ...}; a
+    # refund also holds "address", "extra_id" and "amount".
+    action: dict[str, Any] | None = None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -109,12 +124,14 @@ class ChangeNowSim:
         config: SandboxConfig,
         clock: Callable[[], float],
         rng: random.Random,
-        credit: Callable[[str, str, int], None],
+        pay: Callable[[str, str, str, int], str],
     ) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
-        self.credit = credit  # (address, asset, units): money back on the sandbox chain
+        # (sender, recipient, asset, units) -> transaction hash: a payment on the sandbox
+        # chain from an account the signer does not manage (the hot wallet).
+        self.pay = pay
         self.exchanges: dict[str, SimExchange] = {}
         self.rate_ids: dict[str, dict[str, Any]] = {}
         self.deposits: list[dict[str, Any]] = []
@@ -389,6 +406,117 @@ class ChangeNowSim:
             raise ApiError(400, "not_valid_params", "limit must be 1..100, offset >= 0")
         return {"count": len(rows), "exchanges": rows[offset : offset + limit]}
 
+    # -- recovery actions --------------------------------------------------------------
+
+    def _get(self, exchange_id: Any) -> SimExchange:
+        if not exchange_id or not isinstance(exchange_id, str):
+            raise ApiError(400, "not_valid_params", "id is required")
+        exchange = self.exchanges.get(exchange_id)
+        if exchange is None:
+            raise ApiError(404, "not_found", "Exchange not found")
+        return exchange
+
+    def available_actions(self, exchange: SimExchange) -> tuple[bool, bool]:
+        """(refund, continue): both once an exchange failed or expired holding a deposit
+        and nothing was asked for yet; neither otherwise (waiting, in progress, finished,
+        refunded, stuck, unknown statuses)."""
+        if exchange.deposit_amount is None or exchange.action is not None:
+            return False, False
+        status, _ = self.status_of(exchange)
+        offered = status in ACTIONABLE_STATUSES
+        return offered, offered
+
+    def _refund_offer(self, exchange: SimExchange) -> Decimal | None:
+        """What a requested refund would move: the deposit less ``refund_fee``."""
+        if exchange.deposit_amount is None:
+            return None
+        amount = quantize_down(
+            exchange.deposit_amount - self.config.refund_fee, exchange.from_currency
+        )
+        return amount.normalize() if amount > 0 else None
+
+    def actions(self, exchange_id: Any) -> dict[str, Any]:
+        """GET /v2/exchange/actions?id=: ChangeNOW's documented shape, plus the id."""
+        exchange = self._get(exchange_id)
+        refund, carry_on = self.available_actions(exchange)
+        address = exchange.refund_address or (
+            to_checksum_address(exchange.deposit_sender) if exchange.deposit_sender else None
+        )
+        return {
+            "id": exchange.id,
+            "error": None,
+            "refund": {
+                "available": refund,
+                "amount": self._refund_offer(exchange) if refund else None,
+                "address": (
+                    {"address": address, "extraId": exchange.refund_extra_id}
+                    if refund and address
+                    else None
+                ),
+                "additionalAddressList": [],
+            },
+            "continue": {
+                "available": carry_on,
+                "currentEstimate": exchange.amount_to if carry_on else None,
+            },
+        }
+
+    def request_refund(self, body: Any) -> dict[str, Any]:
+        """POST /v2/exchange/refund {"id", "address", "extraId"?}: refunded at once; the
+        refund transaction goes out from the hot wallet (``tick``)."""
+        if not isinstance(body, Mapping):
+            raise ApiError(400, "not_valid_params", "body must be a JSON object")
+        exchange = self._get(body.get("id"))
+        if not self.available_actions(exchange)[0]:
+            raise ApiError(400, "action_not_available", "Refund is not available")
+        address = body.get("address") or exchange.refund_address or exchange.deposit_sender
+        extra_id = body.get("extraId") or None
+        if not isinstance(address, str):
+            raise ApiError(400, "not_valid_params", "address is required")
+        try:
+            validate_address(
+                exchange.from_network, address, str(extra_id) if extra_id is not None else None
+            )
+        except AddressError as exc:
+            raise ApiError(
+                400, "not_valid_refund_address", f"Invalid refund address: {exc.message}"
+            ) from None
+        amount = self._refund_offer(exchange)
+        if amount is None:
+            raise ApiError(400, "not_valid_params", "The deposit does not cover the refund fee")
+        exchange.action = {
+            "kind": "refund",
+            "at": self.clock(),
+            "address": address,
+            "extra_id": str(extra_id) if extra_id is not None else None,
+            "amount": amount,
+        }
+        exchange.refund_amount = amount
+        self.tick()
+        return {"result": True}
+
+    def request_continue(self, body: Any) -> dict[str, Any]:
+        """POST /v2/exchange/continue {"id"}: exchanging now, then sending and finished one
+        ``step_seconds`` apart. Answers ChangeNOW's documented shape with the estimate."""
+        if not isinstance(body, Mapping):
+            raise ApiError(400, "not_valid_params", "body must be a JSON object")
+        exchange = self._get(body.get("id"))
+        if not self.available_actions(exchange)[1]:
+            raise ApiError(400, "action_not_available", "Continue is not available")
+        exchange.action = {"kind": "continue", "at": self.clock()}
+        return {
+            "result": {
+                "result": True,
+                "data": {
+                    "estimate": {
+                        "amount": exchange.amount_to,
+                        "currency": exchange.to_currency,
+                        "network": exchange.to_network,
+                    }
+                },
+            }
+        }
+
     # -- scripts and deposits ----------------------------------------------------------
 
     def set_script(self, exchange_id: str, script: Mapping[str, Any]) -> dict[str, Any]:
@@ -421,10 +549,16 @@ class ChangeNowSim:
         exchange.script = clean
         if exchange.deposit_at is not None:
             self._settle_amounts(exchange)
+        self.tick()  # a refund due now is sent before the answer shows it
         return self.render(exchange)
 
     def on_transfer(self, transfer: Transfer) -> None:
-        """A mined transfer: a deposit if it pays an exchange's payin address in its asset."""
+        """A mined transfer: a deposit if it pays an exchange's payin address in its asset.
+
+        Transfers from ChangeNOW's own hot wallet (refunds) are its payments, not deposits.
+        """
+        if transfer.sender.lower() == self.config.changenow_hot_wallet.lower():
+            return
         record = {
             "tx_hash": transfer.tx_hash,
             "asset": transfer.asset,
@@ -449,6 +583,7 @@ class ChangeNowSim:
             exchange.deposit_amount = transfer.amount.normalize()
             exchange.deposit_hash = transfer.tx_hash
             exchange.deposit_at = transfer.at
+            exchange.deposit_sender = transfer.sender
             self._settle_amounts(exchange)
             break
         self.deposits.append(record)
@@ -456,8 +591,10 @@ class ChangeNowSim:
     def on_revert(self, transfer: Transfer) -> None:
         """A reorg un-mined a transfer: forget it as a deposit, as if it never arrived.
 
-        Only the linkage is undone; money the exchange already sent back (a refund
-        credited on the chain) stays, as a real exchange's payout would.
+        Only the linkage is undone. A refund already sent keeps its hash and amount: it is
+        a transaction of its own, which the reorg handles like any other (re-queued, or
+        dropped). An action asked for stays recorded but counts only while the exchange
+        is again failed or expired (``timeline``), so it is never sent twice.
         """
         self.deposits = [
             d
@@ -468,7 +605,10 @@ class ChangeNowSim:
             if exchange.deposit_hash != transfer.tx_hash:
                 continue
             exchange.deposit_amount = exchange.deposit_at = exchange.deposit_hash = None
-            exchange.amount_to = exchange.refund_amount = None
+            exchange.deposit_sender = None
+            exchange.amount_to = None
+            if not exchange.refund_credited:
+                exchange.refund_amount = None
             if exchange.script.get("reason") == "deposit below minimum":
                 exchange.script = {}  # set by that deposit, not by a person
             break
@@ -498,13 +638,18 @@ class ChangeNowSim:
                 amount -= Decimal(1).scaleb(-decimals_of(exchange.to_currency))
             exchange.amount_to = max(amount, Decimal(0))
         exchange.payout_hash = exchange.payout_hash or self._tx_hash(exchange.to_network)
-        refund = script.get("refund_amount")
-        exchange.refund_amount = (
-            refund
-            if refund is not None
-            else quantize_down(deposit * Decimal("0.99"), exchange.from_currency)
-        )
-        exchange.refund_hash = exchange.refund_hash or self._tx_hash(exchange.from_network)
+        action = exchange.action
+        if exchange.refund_credited:
+            pass  # what the refund transaction moved is fixed
+        elif action is not None and action["kind"] == "refund":
+            exchange.refund_amount = action["amount"]
+        else:
+            refund = script.get("refund_amount")
+            exchange.refund_amount = (
+                refund
+                if refund is not None
+                else quantize_down(deposit * Decimal("0.99"), exchange.from_currency)
+            )
         if deposit < self.min_amount(exchange.from_currency) and not script:
             exchange.script = {
                 "outcome": "refunded",
@@ -515,6 +660,24 @@ class ChangeNowSim:
     # -- status over time --------------------------------------------------------------
 
     def timeline(self, exchange: SimExchange) -> list[tuple[float, str]]:
+        """Statuses and when each begins: the scripted course, then an action asked for.
+
+        An action counts only while the scripted course ends failed or expired with the
+        deposit in: a reorg that takes the deposit away takes the action's effect with it.
+        It starts no earlier than the status it recovers from.
+        """
+        steps = self._scripted_timeline(exchange)
+        action = exchange.action
+        last_at, last = steps[-1]
+        if action is None or exchange.deposit_at is None or last not in ACTIONABLE_STATUSES:
+            return steps
+        start = max(float(action["at"]), last_at)
+        if action["kind"] == "refund":
+            return [*steps, (start, "refunded")]
+        s = self.config.step_seconds
+        return [*steps, (start, "exchanging"), (start + s, "sending"), (start + 2 * s, "finished")]
+
+    def _scripted_timeline(self, exchange: SimExchange) -> list[tuple[float, str]]:
         script = exchange.script
         outcome = script.get("outcome", "finished")
         steps: list[tuple[float, str]] = [(exchange.created_at, "waiting")]
@@ -569,29 +732,47 @@ class ChangeNowSim:
         return current
 
     def tick(self) -> None:
-        """Side effects of time passing: refunds reach the refund address."""
-        for exchange in self.exchanges.values():
-            if exchange.refund_credited or exchange.refund_address is None:
+        """Side effects of time passing: a refund due is sent, once, as a transaction from
+        the hot wallet to the address asked for, else the refund address, else the
+        deposit's sender (ChangeNOW refunds "to the refund or original address")."""
+        for exchange in list(self.exchanges.values()):
+            if exchange.refund_credited or exchange.refund_amount is None:
                 continue
+            if exchange.from_network != "eth" or exchange.from_currency not in CHAIN_ASSETS:
+                continue  # only deposits on the sandbox chain are ever seen
             status, _ = self.status_of(exchange)
-            if status != "refunded" or exchange.refund_amount is None:
+            if status != "refunded":
                 continue
+            action = exchange.action
+            recipient = (
+                action["address"]
+                if action is not None and action["kind"] == "refund"
+                else exchange.refund_address or exchange.deposit_sender
+            )
+            if recipient is None:
+                continue
+            asset = exchange.from_currency
+            amount = quantize_down(exchange.refund_amount, asset)
+            units = to_base_units(amount, asset)
+            tx_hash = None
+            if units > 0:
+                try:
+                    tx_hash = self.pay(self.config.changenow_hot_wallet, recipient, asset, units)
+                except RpcError:
+                    continue  # the node refused it (e.g. base fee above its cap): next tick
             exchange.refund_credited = True
-            if exchange.from_network == "eth" and exchange.from_currency in ("eth", "usdt"):
-                units = to_base_units(
-                    quantize_down(exchange.refund_amount, exchange.from_currency),
-                    exchange.from_currency,
-                )
-                self.credit(exchange.refund_address, exchange.from_currency, units)
+            exchange.refund_hash = tx_hash
+            exchange.refund_amount = amount.normalize()  # exactly what the transaction moves
 
     def render(self, exchange: SimExchange) -> dict[str, Any]:
         status, updated = self.status_of(exchange)
         seen = exchange.deposit_at is not None and status != "waiting"
         sending = status in ("sending", "finished")
+        refunded = status == "refunded"
         return {
             "id": exchange.id,
             "status": status,
-            "actionsAvailable": status in ("failed", "refunded") or status not in KNOWN_STATUSES,
+            "actionsAvailable": any(self.available_actions(exchange)),
             "flow": exchange.flow,
             "type": exchange.type,
             "fromCurrency": exchange.from_currency,
@@ -614,8 +795,11 @@ class ChangeNowSim:
             "depositReceivedAt": _iso(exchange.deposit_at) if seen else None,
             "payinHash": exchange.deposit_hash if seen else None,
             "payoutHash": exchange.payout_hash if sending else None,
-            "refundHash": exchange.refund_hash if status == "refunded" else None,
-            "refundAmount": exchange.refund_amount if status == "refunded" else None,
+            "refundHash": exchange.refund_hash if refunded else None,
+            # Known once the refund went out (a refund due is sent before any answer).
+            "refundAmount": exchange.refund_amount
+            if refunded and exchange.refund_credited
+            else None,
             "fromLegacyTicker": exchange.from_currency,
             "toLegacyTicker": exchange.to_currency,
             "userId": exchange.user_id,
@@ -655,7 +839,12 @@ class ChangeNowSim:
     def snapshot(self) -> dict[str, Any]:
         return {
             "exchanges": [
-                {**self.render(e), "script": e.script or None, "refundCredited": e.refund_credited}
+                {
+                    **self.render(e),
+                    "script": e.script or None,
+                    "action": e.action,
+                    "refundCredited": e.refund_credited,
+                }
                 for e in self.exchanges.values()
             ],
             "deposits": list(self.deposits),

@@ -87,7 +87,7 @@ class SandboxApp:
             self.fault_rng = random.Random(None if seed is None else seed + 1)
             self.fail_rules = []
             self.chain = Chain(self.config, self.now, self.rng, self._on_transfer, self._on_revert)
-            self.changenow = ChangeNowSim(self.config, self.now, self.rng, self.chain.credit)
+            self.changenow = ChangeNowSim(self.config, self.now, self.rng, self.chain.pay)
 
     def _on_transfer(self, transfer: Any) -> None:
         self.changenow.on_transfer(transfer)
@@ -218,6 +218,9 @@ class SandboxApp:
             ("GET", "/v2/validate/address"): lambda: sim.validate(query),
             ("GET", "/v2/exchanges"): lambda: sim.partner_list(query),
             ("POST", "/v2/exchange"): lambda: sim.create(_json_body(body)),
+            ("GET", "/v2/exchange/actions"): lambda: sim.actions(query.get("id")),
+            ("POST", "/v2/exchange/refund"): lambda: sim.request_refund(_json_body(body)),
+            ("POST", "/v2/exchange/continue"): lambda: sim.request_continue(_json_body(body)),
         }
         route = routes.get((method, path.rstrip("/") or "/"))
         if route is None:
