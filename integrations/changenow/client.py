@@ -1,10 +1,13 @@
-"""ChangeNOW v2 client: quotes, exchanges, address validation, the partner list.
+"""ChangeNOW v2 client: quotes, exchanges, address validation, the partner list, and the
+recovery actions (refund, continue) of an exchange that failed after its deposit.
 
 Authentication is the ``x-changenow-api-key`` header; the base URL is the API root (the
 client appends ``/v2/...``). GET calls are retried by the HTTP wrapper on 429/5xx/timeouts;
-``create_exchange`` is never retried here: ChangeNOW has no idempotency key, so whether to
-create again after a timeout is the order engine's decision (an unfunded duplicate is
-harmless; only the stored payin address ever receives funds).
+POST calls (``create_exchange``, ``request_refund``, ``request_continue``) are never retried
+here: ChangeNOW has no idempotency key, so whether to ask again after a timeout is the
+caller's decision (an unfunded duplicate exchange is harmless; a refund or continue asked
+twice is refused the second time with ``action_not_available``, so re-read ``get_actions``
+or ``get_exchange`` first).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from integrations.changenow.types import (
     Currency,
     Estimate,
     Exchange,
+    ExchangeActions,
     ExchangeLeg,
     ExchangeList,
     PartnerExchange,
@@ -59,6 +63,7 @@ ERROR_CODES = frozenset(
         "unauthorized",
         "forbidden",
         "not_found",
+        "action_not_available",  # refund / continue asked for when ChangeNOW offers none
     }
 )
 
@@ -349,6 +354,74 @@ class ChangeNowClient:
         data = _obj(self._call("GET", "/v2/exchange/by-id", params={"id": exchange_id}))
         return parse_exchange(data, exchange_id)
 
+    def get_actions(self, exchange_id: str) -> ExchangeActions:
+        """GET /v2/exchange/actions?id=...: can a refund or a continue be asked for?
+
+        ChangeNOW documents ``{"refund": {"available": bool, "amount", "address": {"address",
+        "extraId"}}, "continue": {"available": bool, "currentEstimate"}}``. Plain booleans
+        (``"refund": true``) and a list of names (``"actions": ["refund"]``) are read too.
+        An answer that says nothing about either action is ``bad_response`` (transient),
+        never read as "nothing offered".
+        """
+        if not exchange_id:
+            raise ValueError("exchange_id is required")
+        data = _obj(self._call("GET", "/v2/exchange/actions", params={"id": exchange_id}))
+        _raise_body_error(data, "GET /v2/exchange/actions")
+        listed: frozenset[str] | None = None
+        if data.get("actions") is not None:
+            names = data["actions"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise _bad("actions is not a list of names", data)
+            listed = frozenset(n.lower() for n in names)
+        if listed is None and data.get("refund") is None and data.get("continue") is None:
+            raise _bad("actions answer without refund, continue or actions", data)
+        refund, refund_info = _action(data, "refund", listed)
+        carry_on, continue_info = _action(data, "continue", listed)
+        address = refund_info.get("address")
+        if isinstance(address, Mapping):
+            refund_address, refund_extra_id = _s(address, "address"), _s(address, "extraId")
+        else:
+            refund_address, refund_extra_id = _s(refund_info, "address"), None
+        return ExchangeActions(
+            refund=refund,
+            continue_=carry_on,
+            refund_amount=_amount(refund_info, "amount"),
+            refund_address=refund_address,
+            refund_extra_id=refund_extra_id,
+            continue_estimate=_amount(continue_info, "currentEstimate"),
+            raw=data,
+        )
+
+    def request_refund(
+        self, exchange_id: str, *, address: str, extra_id: str | None = None
+    ) -> None:
+        """POST /v2/exchange/refund: ask ChangeNOW to send the deposit back to ``address``.
+
+        Never retried by the transport. Returns once ChangeNOW accepted the request; the
+        refund itself shows later in ``get_exchange`` (``refunded``, ``refundHash``,
+        ``refundAmount``), and only the chain proves it arrived.
+        """
+        if not exchange_id:
+            raise ValueError("exchange_id is required")
+        if not address:
+            raise ValueError("address is required")
+        body: dict[str, Any] = {"id": exchange_id, "address": address}
+        if extra_id:
+            body["extraId"] = extra_id
+        data = self._call("POST", "/v2/exchange/refund", body=body)
+        _accepted(data, "POST /v2/exchange/refund")
+
+    def request_continue(self, exchange_id: str) -> None:
+        """POST /v2/exchange/continue: ask ChangeNOW to carry the exchange on.
+
+        Never retried by the transport. Success is ``{"result": true}`` or, as ChangeNOW
+        documents it, ``{"result": {"result": true, "data": {"estimate": ...}}}``.
+        """
+        if not exchange_id:
+            raise ValueError("exchange_id is required")
+        data = self._call("POST", "/v2/exchange/continue", body={"id": exchange_id})
+        _accepted(data, "POST /v2/exchange/continue")
+
     def validate_address(self, currency: str, address: str) -> AddressValidation:
         """GET /v2/validate/address. ``currency`` is ChangeNOW's ticker for the network."""
         data = _obj(
@@ -470,6 +543,46 @@ def parse_exchange(data: Mapping[str, Any], exchange_id: str | None = None) -> E
         valid_until=_dt(data, "validUntil"),
         raw=data,
     )
+
+
+def _action(
+    data: Mapping[str, Any], name: str, listed: frozenset[str] | None
+) -> tuple[bool, Mapping[str, Any]]:
+    """(offered, details) of one action in an actions answer."""
+    value = data.get(name)
+    if isinstance(value, bool):
+        return value, {}
+    if isinstance(value, Mapping):
+        available = value.get("available")
+        if not isinstance(available, bool):
+            raise _bad(f"{name} without a boolean available", data)
+        return available, value
+    if value is None:
+        # Not mentioned: offered only if a list of names says so.
+        return (listed is not None and name in listed), {}
+    raise _bad(f"{name} is neither a boolean nor an object", data)
+
+
+def _raise_body_error(data: Mapping[str, Any], what: str) -> None:
+    """A 2xx whose body names an error is that error (permanent, like a 4xx)."""
+    code = data.get("error")
+    if isinstance(code, str) and code:
+        message = data.get("message") if isinstance(data.get("message"), str) else code
+        raise ChangeNowError(f"{what}: {message}", code, True, data=data)
+
+
+def _accepted(data: Any, what: str) -> None:
+    """Check a refund / continue answer said yes; a no is permanent, a garble transient."""
+    body = _obj(data)
+    _raise_body_error(body, what)
+    result = body.get("result")
+    if isinstance(result, Mapping):
+        result = result.get("result")
+    if result is True:
+        return
+    if result is False:
+        raise ChangeNowError(f"{what}: ChangeNOW refused", "action_refused", True, data=data)
+    raise _bad(f"{what}: answer without a boolean result", data)
 
 
 def _partner_exchange(data: Mapping[str, Any]) -> PartnerExchange:

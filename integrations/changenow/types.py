@@ -143,6 +143,28 @@ class Exchange:
 
 
 @dataclass(frozen=True)
+class ExchangeActions:
+    """GET /v2/exchange/actions: the recovery ChangeNOW offers for one exchange.
+
+    ``continue_`` carries a trailing underscore because ``continue`` is a keyword. The
+    optional fields are what ChangeNOW says about the offer, when it says it: the refund it
+    would send and where, and what a continue would now pay out.
+    """
+
+    refund: bool
+    continue_: bool
+    refund_amount: Decimal | None = None
+    refund_address: str | None = None
+    refund_extra_id: str | None = None
+    continue_estimate: Decimal | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def available(self) -> bool:
+        return self.refund or self.continue_
+
+
+@dataclass(frozen=True)
 class AddressValidation:
     result: bool
     message: str | None
