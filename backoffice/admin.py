@@ -12,9 +12,11 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
-from backoffice.models import Alert, JobRun, WebhookEvent
+from backoffice.models import Alert, JobRun, WebhookEvent, readable_body
 from backoffice.operations import alert_acknowledge, alert_resolve
-from backoffice.services import ResolveError, webhook_event_resolve
+from backoffice.services import REVERSAL_REASON, ResolveError, webhook_event_resolve
+from integrations.errors import MalformedPayload
+from integrations.nowpayments.ipn import parse_ipn_body
 from payouts.admin import DATE_FILTER
 from payouts.admin_support import (
     ActionSpec,
@@ -47,11 +49,27 @@ RESOLVE = ActionSpec(
 
 
 def _payload(event: WebhookEvent) -> dict[str, Any]:
+    """The stored body as an object, if it is one within the webhook limits (a stored body
+    may be anything a sender posted: it is never handed to an unbounded parser)."""
     try:
-        data = json.loads(event.body, parse_float=Decimal)
-    except ValueError:
+        return parse_ipn_body(event.body or b"")
+    except MalformedPayload:
         return {}
-    return data if isinstance(data, dict) else {}
+
+
+class ReversalFilter(admin.SimpleListFilter):
+    """Refunded or partly paid reports for payments already credited (DESIGN 12.6)."""
+
+    title = "reversal after credit"
+    parameter_name = "reversal"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "refunded / partially paid after credit")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(reason__startswith=REVERSAL_REASON)
+        return queryset
 
 
 @admin.register(WebhookEvent)
@@ -67,7 +85,13 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "short_reason",
         "credited",
     )
-    list_filter = ("outcome", "provider", "signature_valid", ("received_at", DATE_FILTER))
+    list_filter = (
+        "outcome",
+        "provider",
+        "signature_valid",
+        ReversalFilter,
+        ("received_at", DATE_FILTER),
+    )
     received = datetime_column("received_at", "received")
     search_fields = ("payment_id",)
     search_help_text = "Exact payment id, order id / exchange id, or event id."
@@ -138,8 +162,13 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="body")
     def body_pretty(self, obj: WebhookEvent) -> Any:
+        """Indented when it is a JSON object, else the bytes as text; either way invalid
+        UTF-8, NUL and other invisible characters appear as escapes."""
         payload = _payload(obj)
-        text = json.dumps(payload, indent=2, default=str) if payload else obj.body
+        if payload:
+            text = readable_body(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
+        else:
+            text = obj.body_text
         return format_html('<pre class="bo-pre">{}</pre>', text)
 
     def object_actions(self, request: HttpRequest, obj: WebhookEvent) -> list[dict[str, Any]]:

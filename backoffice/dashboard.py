@@ -21,6 +21,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.services import REVERSAL_REASON
 from payouts.admin_support import (
     STUCK_LIMIT_FIELDS,
     age,
@@ -54,7 +55,8 @@ SELECT 'payout', state, count(*), count(*) FILTER (WHERE {stuck}),
        0, 0, coalesce(sum(usdt_amount), 0), 0
 FROM payouts_payout GROUP BY state
 UNION ALL
-SELECT 'webhook', 'unmatched', count(*), 0, 0, 0, 0, 0
+SELECT 'webhook', 'unmatched', count(*), count(*) FILTER (WHERE reason LIKE %(reversal)s),
+       0, 0, 0, 0
 FROM backoffice_webhookevent WHERE outcome = 'unmatched'
 UNION ALL
 SELECT 'task', 'failed', count(*), 0, 0, 0, 0, 0 FROM django_q_task WHERE NOT success
@@ -290,7 +292,9 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         f"(state = %(s_{state})s AND state_changed_at < %(c_{state})s)"
         for state in STUCK_LIMIT_FIELDS
     )
-    params: dict[str, Any] = {}
+    # Unmatched webhooks carry, in the stuck column, those that report a credited payment
+    # refunded or partly paid.
+    params: dict[str, Any] = {"reversal": f"{REVERSAL_REASON}%"}
     for state, cutoff in cutoffs.items():
         params[f"s_{state}"] = state
         params[f"c_{state}"] = cutoff
@@ -298,7 +302,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         kind: {s: {"count": 0, "stuck": 0} for s in ORDER_STATES} for kind in ("batch", "payout")
     }
     platform_usdt = Decimal(0)
-    unmatched = failed = 0
+    unmatched = reversals = failed = 0
     with connection.cursor() as cur:
         cur.execute(_COUNTS_SQL.format(stuck=stuck_sql), params)
         for kind, state, count, stuck, _eth, _usd, _usdt, platform in cur.fetchall():
@@ -307,7 +311,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
                 if kind == "batch" and state == "completed":
                     platform_usdt = Decimal(platform)
             elif kind == "webhook":
-                unmatched = count
+                unmatched, reversals = count, stuck
             else:
                 failed = count
     order_rows = [
@@ -393,6 +397,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             "stuck_batches": stuck_batches,
             "stuck_payouts": stuck_payouts,
             "unmatched": unmatched,
+            "reversals": reversals,
             "failed_tasks": failed,
             "late_jobs": sum(1 for job in jobs if job.late),
             "batches_url": f"{batch_url}?state__exact=needs_attention",
@@ -401,6 +406,10 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             "stuck_payouts_url": f"{payout_url}?stuck=yes",
             "unmatched_url": (
                 f"{_url('backoffice_webhookevent_changelist')}?outcome__exact=unmatched"
+            ),
+            "reversals_url": (
+                f"{_url('backoffice_webhookevent_changelist')}?outcome__exact=unmatched"
+                "&reversal=yes"
             ),
             "failed_url": _url("django_q_failure_changelist"),
         },

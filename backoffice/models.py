@@ -1,6 +1,7 @@
 """The raw-event store of inbound webhooks.
 
-Design: every inbound webhook body is kept as received, with its verification outcome and
+Design: every inbound webhook body is kept as received (bytes, `bytea`: NUL bytes, invalid
+UTF-8 and lone surrogate escapes are stored, never crashed on), with its verification outcome and
 what applying it did, unique on (provider, event_id) so a replay is recognised. Events that
 could not be applied (unknown client, wrong currency, ...) stay `unmatched` until finance
 resolves them; nothing is lost.
@@ -8,7 +9,7 @@ resolves them; nothing is lost.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -24,6 +25,33 @@ WEBHOOK_OUTCOMES = [
     "unknown_exchange",
     "resolved",
 ]
+
+
+class RawBodyField(models.BinaryField):
+    """A body byte for byte. Text handed to it (older callers, fixtures) is kept as its UTF-8,
+    and reads always give `bytes`, whichever driver is in use."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "backslashreplace")
+        return super().get_prep_value(value)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> bytes | None:
+        return bytes(value) if value is not None else None
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, memoryview):
+            return bytes(value)
+        return super().to_python(value)
+
+
+def readable_body(body: bytes | str) -> str:
+    """A stored body for people: UTF-8 where it is valid, every other byte and every control
+    character but newline and tab as an escape, so nothing invisible hides in it."""
+    if isinstance(body, str):
+        body = body.encode("utf-8", "backslashreplace")
+    text = bytes(body).decode("utf-8", errors="backslashreplace")
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class WebhookEvent(models.Model):
@@ -47,9 +75,7 @@ class WebhookEvent(models.Model):
     signature_valid = models.BooleanField()
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     reason = models.TextField(blank=True, default="")
-    body = models.TextField(
-        help_text="The raw body as received (UTF-8, undecodable bytes escaped)."
-    )
+    body = RawBodyField(help_text="The raw body as received, byte for byte.")
     headers = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=64, blank=True, default="")
     payment_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
@@ -82,6 +108,10 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_id} ({self.outcome})"
+
+    @property
+    def body_text(self) -> str:
+        return readable_body(self.body or b"")
 
 
 class JobRun(models.Model):

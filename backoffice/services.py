@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from backoffice.models import WebhookEvent
 from batches.models import ConversionBatch
 from integrations.assets import format_amount
-from payouts.models import ACCUMULATION_STATES, FundedOrder, Payout
+from integrations.errors import MalformedPayload
+from payouts.models import ACCUMULATION_STATES, Accumulation, FundedOrder, Payout
 
 ROLE_GROUPS = ("finance_viewer", "finance_operator", "finance_approver")
 
@@ -209,6 +212,18 @@ def demo_setup(*, admin_username: str, admin_password: str) -> dict[str, Any]:
 
 
 # --- webhooks -------------------------------------------------------------------------------
+#
+# Every verified delivery is stored, whatever it says: unsigned ones as `rejected`, signed
+# ones that cannot be used as `unmatched` with the reason, for finance. An IPN is stored and
+# applied in one transaction; its application runs under a savepoint, so whatever goes wrong
+# there is rolled back and the event is still stored.
+
+log = logging.getLogger("backoffice.webhooks")
+
+# A later report that a credited payment was refunded or only partly paid: the money we
+# credited may not be there; a person decides (DESIGN 12.6).
+REVERSAL_STATUSES = frozenset({"refunded", "partially_paid"})
+REVERSAL_REASON = "reversed after credit"
 
 
 @dataclass(frozen=True)
@@ -218,86 +233,179 @@ class WebhookOutcome:
     malformed: bool = False
 
 
+@dataclass(frozen=True)
+class _Decision:
+    outcome: str
+    reason: str = ""
+    accumulation_id: int | None = None
+    alert: bool = False
+
+
 def _digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _body_text(body: bytes) -> str:
-    return body.decode("utf-8", errors="backslashreplace")
+def _storable(text: str, limit: int) -> str:
+    """`text` as PostgreSQL can keep it in a text column: lone surrogates and NUL escaped."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe.replace("\x00", "\\x00")[:limit]
 
 
-def webhook_reject(
-    *, provider: str, body: bytes, reason: str, request_id: str, signature_valid: bool
-) -> None:
-    """Keep a rejected delivery (bad signature, malformed) for the record; replays of the
-    same bytes are stored once."""
-    WebhookEvent.objects.get_or_create(
+def _shown(value: object) -> str:
+    return ascii(value)[:60] if isinstance(value, str) else type(value).__name__
+
+
+# ON CONFLICT instead of a savepoint and an IntegrityError: a replay costs one statement.
+_EVENT_INSERT_SQL = """
+INSERT INTO backoffice_webhookevent (
+    provider, event_id, received_at, signature_valid, outcome, reason, body, headers,
+    request_id, payment_id, reference, accumulation_id
+) VALUES (%s, %s, %s, %s, %s, %s, %s, '{}', %s, %s, %s, %s)
+ON CONFLICT (provider, event_id) DO NOTHING
+RETURNING id
+"""
+
+
+def _event_store(
+    *,
+    provider: str,
+    event_id: str,
+    body: bytes,
+    request_id: str,
+    signature_valid: bool,
+    outcome: str,
+    reason: str = "",
+    payment_id: str = "",
+    reference: str = "",
+    accumulation_id: int | None = None,
+) -> int | None:
+    """Insert one event; its id, or None when (provider, event_id) is already stored."""
+    with connection.cursor() as cur:
+        cur.execute(
+            _EVENT_INSERT_SQL,
+            [
+                provider,
+                _storable(event_id, 200),
+                timezone.now(),
+                signature_valid,
+                outcome,
+                _storable(reason, 2000),
+                bytes(body),
+                _storable(request_id, 64),
+                _storable(payment_id, 64),
+                _storable(reference, 200),
+                accumulation_id,
+            ],
+        )
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+# What is kept of a body nobody signed: enough to see what it was, not so much that an
+# unauthenticated sender decides how fast the table grows.
+REJECTED_BODY_KEEP_BYTES = 4096
+
+
+def webhook_reject(*, provider: str, body: bytes, reason: str, request_id: str) -> None:
+    """Keep a delivery whose signature failed, for the record (and the watchdog's count of
+    signature failures); replays of the same bytes are stored once."""
+    if len(body) > REJECTED_BODY_KEEP_BYTES:
+        reason = f"{reason} (first {REJECTED_BODY_KEEP_BYTES} of {len(body)} bytes kept)"
+    _event_store(
         provider=provider,
         event_id=f"rejected:{_digest(body)}",
-        defaults={
-            "signature_valid": signature_valid,
-            "outcome": WebhookEvent.Outcome.REJECTED,
-            "reason": reason[:2000],
-            "body": _body_text(body),
-            "request_id": request_id,
-        },
+        body=body[:REJECTED_BODY_KEEP_BYTES],
+        request_id=request_id,
+        signature_valid=False,
+        outcome=WebhookEvent.Outcome.REJECTED,
+        reason=reason,
     )
 
 
-def _store_event(
-    *, provider: str, event_id: str, body: bytes, request_id: str, **fields: Any
-) -> tuple[WebhookEvent, bool]:
-    try:
-        with transaction.atomic():
-            event = WebhookEvent.objects.create(
-                provider=provider,
-                event_id=event_id[:200],
-                signature_valid=True,
-                body=_body_text(body),
-                request_id=request_id,
-                **fields,
-            )
-            return event, True
-    except IntegrityError:
-        return WebhookEvent.objects.get(provider=provider, event_id=event_id[:200]), False
+def webhook_unusable(*, provider: str, body: bytes, reason: str, request_id: str) -> None:
+    """Keep a correctly signed body that cannot be used (not JSON, over a limit, no valid
+    payment_id) as unmatched, for finance: the provider signed it, so it is never lost."""
+    _event_store(
+        provider=provider,
+        event_id=f"unusable:{_digest(body)}",
+        body=body,
+        request_id=request_id,
+        signature_valid=True,
+        outcome=WebhookEvent.Outcome.UNMATCHED,
+        reason=reason,
+    )
 
 
 def ipn_apply(*, payload: dict[str, Any], body: bytes, request_id: str) -> WebhookOutcome:
     """Store a verified IPN and credit it when it is a finished ETH payment in USD for a known
-    client; anything else is kept (ignored / unmatched) with the reason."""
+    client, in one transaction; anything else is kept (ignored / unmatched) with the reason.
+
+    The application runs first, under a savepoint, and the event is inserted after it with
+    what the application did: one statement for the event instead of an insert and an
+    update. When the event turns out to be stored already (a replay), the savepoint is
+    rolled back, so a replay never changes anything."""
+    from integrations.nowpayments.ipn import ipn_payment_id, ipn_status
+
+    try:
+        payment_id = ipn_payment_id(payload.get("payment_id"))
+        status = ipn_status(payload.get("payment_status"))
+    except MalformedPayload as exc:
+        webhook_unusable(provider="nowpayments", body=body, reason=str(exc), request_id=request_id)
+        return WebhookOutcome("malformed", str(exc), True)
+    order_id = payload.get("order_id")
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        try:
+            decision = _ipn_decide(payload, payment_id, status)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the signed event is kept
+            transaction.savepoint_rollback(savepoint)
+            # The savepoint restored a healthy transaction; an ORM write that failed inside
+            # it has flagged the whole block for rollback, which would lose the event too.
+            transaction.set_rollback(False)
+            log.exception("ipn application failed", extra={"payment_id": payment_id})
+            decision = _Decision(
+                WebhookEvent.Outcome.UNMATCHED,
+                f"could not be applied: {type(exc).__name__}: {exc}",
+            )
+        event_pk = _event_store(
+            provider="nowpayments",
+            event_id=f"{payment_id}:{status}:{_digest(body)[:16]}",
+            body=body,
+            request_id=request_id,
+            signature_valid=True,
+            outcome=decision.outcome,
+            reason=decision.reason,
+            payment_id=payment_id,
+            reference=order_id if isinstance(order_id, str) else "",
+            accumulation_id=decision.accumulation_id,
+        )
+        if event_pk is None:
+            transaction.savepoint_rollback(savepoint)
+            return WebhookOutcome(WebhookEvent.Outcome.DUPLICATE, "replayed delivery")
+        if decision.alert:
+            _alert_reversal(event_pk=event_pk, payment_id=payment_id, message=decision.reason)
+    return WebhookOutcome(decision.outcome, decision.reason)
+
+
+def _ipn_decide(payload: dict[str, Any], payment_id: str, status: str) -> _Decision:
     from payouts.services import IntakeError, accumulation_record
     from payouts.transitions import Actor
 
-    payment_id = str(payload.get("payment_id") or "").strip()
-    status = str(payload.get("payment_status") or "").strip().lower()
-    if not payment_id or not status or len(payment_id) > 64:
-        webhook_reject(
-            provider="nowpayments",
-            body=body,
-            reason="payment_id or payment_status missing",
-            request_id=request_id,
-            signature_valid=True,
-        )
-        return WebhookOutcome("malformed", "payment_id and payment_status are required", True)
-    order_id = str(payload.get("order_id") or "")
-    event, created = _store_event(
-        provider="nowpayments",
-        event_id=f"{payment_id}:{status}:{_digest(body)[:16]}",
-        body=body,
-        request_id=request_id,
-        outcome=WebhookEvent.Outcome.IGNORED,
-        payment_id=payment_id,
-        reference=order_id[:200],
-    )
-    if not created:
-        return WebhookOutcome(WebhookEvent.Outcome.DUPLICATE, "replayed delivery")
+    if status in REVERSAL_STATUSES:
+        if Accumulation.objects.filter(payment_id=payment_id).exists():
+            return _Decision(
+                WebhookEvent.Outcome.UNMATCHED,
+                f"{REVERSAL_REASON}: payment {payment_id} was credited and NOWPayments now "
+                f"reports it {status}",
+                alert=True,
+            )
+        return _Decision(WebhookEvent.Outcome.IGNORED, f"payment_status {status}")
     if status != "finished":
-        _set_outcome(event, WebhookEvent.Outcome.IGNORED, f"payment_status {status}")
-        return WebhookOutcome(WebhookEvent.Outcome.IGNORED)
+        return _Decision(WebhookEvent.Outcome.IGNORED, f"payment_status {status}")
     problem = _ipn_problem(payload)
     if problem:
-        _set_outcome(event, WebhookEvent.Outcome.UNMATCHED, problem)
-        return WebhookOutcome(WebhookEvent.Outcome.UNMATCHED, problem)
+        return _Decision(WebhookEvent.Outcome.UNMATCHED, problem)
+    order_id: str = payload["order_id"]
     try:
         result = accumulation_record(
             client_reference=order_id.split(":", 1)[0].strip(),
@@ -308,55 +416,69 @@ def ipn_apply(*, payload: dict[str, Any], body: bytes, request_id: str) -> Webho
             actor=Actor.system("webhook:nowpayments"),
         )
     except IntakeError as exc:
-        _set_outcome(event, WebhookEvent.Outcome.UNMATCHED, f"{exc.code}: {exc.message}")
-        return WebhookOutcome(WebhookEvent.Outcome.UNMATCHED, exc.message)
+        return _Decision(WebhookEvent.Outcome.UNMATCHED, f"{exc.code}: {exc.message}")
     outcome = WebhookEvent.Outcome.APPLIED if result.created else WebhookEvent.Outcome.DUPLICATE
-    _set_outcome(event, outcome, "", accumulation=result.accumulation)
-    return WebhookOutcome(outcome)
+    return _Decision(outcome, accumulation_id=result.accumulation.pk)
 
 
 def _ipn_problem(payload: dict[str, Any]) -> str:
-    if str(payload.get("outcome_currency") or "").lower() != "eth":
-        return f"outcome_currency {payload.get('outcome_currency')!r} is not eth"
-    if str(payload.get("price_currency") or "").lower() != "usd":
-        return f"price_currency {payload.get('price_currency')!r} is not usd"
-    if not str(payload.get("order_id") or "").split(":", 1)[0].strip():
+    for field, expected in (("outcome_currency", "eth"), ("price_currency", "usd")):
+        value = payload.get(field)
+        if not isinstance(value, str) or value.lower() != expected:
+            return f"{field} {_shown(value)} is not {expected}"
+    order_id = payload.get("order_id")
+    if not isinstance(order_id, str):
+        return f"order_id is {_shown(order_id)}, not a string with a client reference"
+    if _storable(order_id, len(order_id)) != order_id:
+        return "order_id holds a NUL or a lone surrogate: no client reference can match it"
+    if not order_id.split(":", 1)[0].strip():
         return "order_id carries no client reference"
     return ""
 
 
-def _set_outcome(event: WebhookEvent, outcome: str, reason: str, **fields: Any) -> None:
-    WebhookEvent.objects.filter(pk=event.pk).update(outcome=outcome, reason=reason[:2000], **fields)
+def _alert_reversal(*, event_pk: int, payment_id: str, message: str) -> None:
+    from django.urls import reverse
 
-
-def nudge_apply(*, body: bytes, request_id: str) -> WebhookOutcome:
-    """A verified ChangeNOW nudge: store it and enqueue an immediate step of the order that
-    owns the exchange. The message is never trusted for amounts or states."""
-    import json
-
-    from payouts.engine import enqueue_advance, order_find_by_exchange
+    from backoffice.operations import alert_raise
 
     try:
-        data = json.loads(body)
-    except ValueError:
-        return WebhookOutcome("malformed", "body is not JSON", True)
-    exchange_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(exchange_id, str) or not exchange_id.strip() or len(exchange_id) > 64:
-        return WebhookOutcome("malformed", 'body must be {"id": "<exchange id>"}', True)
+        with transaction.atomic():
+            alert_raise(
+                key=f"intake:reversal:{payment_id}",
+                kind="payment_reversed",
+                message=message,
+                link=reverse("admin:backoffice_webhookevent_change", args=[event_pk]),
+            )
+    except Exception:  # noqa: BLE001 - the event is stored and counted on the dashboard
+        log.exception("reversal alert failed", extra={"payment_id": payment_id})
+
+
+def nudge_apply(
+    *, exchange_id: str, timestamp: int, body: bytes, request_id: str
+) -> WebhookOutcome:
+    """A verified ChangeNOW nudge: store it and enqueue an immediate step of the order that
+    owns the exchange. Deduplicated on (exchange id, signed timestamp): a replay of the same
+    signed header is a duplicate and polls nothing. The message is never trusted for amounts
+    or states."""
+    from payouts.engine import enqueue_advance, order_find_by_exchange
+
     found = order_find_by_exchange(exchange_id)
     outcome = WebhookEvent.Outcome.NUDGED if found else WebhookEvent.Outcome.UNKNOWN_EXCHANGE
-    _store_event(
+    stored = _event_store(
         provider="changenow",
-        event_id=f"{exchange_id}:{_digest(body)[:16]}:{request_id}",
+        event_id=f"{exchange_id}:{timestamp}",
         body=body,
         request_id=request_id,
+        signature_valid=True,
         outcome=outcome,
         reference=exchange_id,
         reason="" if found else "no order owns this exchange",
     )
+    if stored is None:
+        return WebhookOutcome(WebhookEvent.Outcome.DUPLICATE, "replayed nudge")
     if found:
-        with transaction.atomic():
-            enqueue_advance(kind=found[0], order_id=found[1])
+        # Outside a transaction the event is committed already, so the task runs at once.
+        enqueue_advance(kind=found[0], order_id=found[1])
     return WebhookOutcome(outcome)
 
 
@@ -371,9 +493,7 @@ def webhook_event_resolve(
 
     Only the facts in the stored, verified body are used; the payment must still be a
     finished ETH payment priced in USD."""
-    import json
-    from decimal import Decimal
-
+    from integrations.nowpayments.ipn import ipn_payment_id, parse_ipn_body
     from payouts.services import IntakeError, accumulation_record
 
     if not reason.strip():
@@ -384,25 +504,28 @@ def webhook_event_resolve(
             raise ResolveError("only verified NOWPayments events can be resolved")
         if event.outcome != WebhookEvent.Outcome.UNMATCHED:
             raise ResolveError(f"event is {event.outcome}, not unmatched")
-        payload = json.loads(event.body, parse_float=Decimal)
+        try:
+            payload = parse_ipn_body(event.body)
+            payment_id = ipn_payment_id(payload.get("payment_id"))
+        except MalformedPayload as exc:
+            raise ResolveError(f"the stored body is not a usable IPN: {exc}") from None
         if str(payload.get("payment_status", "")).lower() != "finished":
             raise ResolveError("the payment is not finished")
         problem = _ipn_problem({**payload, "order_id": f"{client_reference}:"})
         if problem:
             raise ResolveError(problem)
+        order_id = payload.get("order_id")
         try:
             result = accumulation_record(
                 client_reference=client_reference,
-                payment_id=str(payload.get("payment_id")),
+                payment_id=payment_id,
                 eth=payload.get("outcome_amount"),
                 usd=payload.get("price_amount"),
-                order_id=str(payload.get("order_id") or ""),
+                order_id=_storable(order_id, 200) if isinstance(order_id, str) else "",
                 actor=actor,
             )
         except IntakeError as exc:
             raise ResolveError(exc.message) from exc
-        from django.utils import timezone
-
         from payouts.transitions import audit_record
 
         WebhookEvent.objects.filter(pk=event.pk).update(

@@ -161,7 +161,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    # Webhook rate limits per client address and web process (`backoffice.webhooks`): far
+    # above what NOWPayments or a nudger sends, so only a flood is slowed. Empty: no limit.
+    "DEFAULT_THROTTLE_RATES": {
+        "webhooks.nowpayments": env.str("WEBHOOK_THROTTLE_NOWPAYMENTS", default="6000/min"),
+        "webhooks.changenow": env.str("WEBHOOK_THROTTLE_CHANGENOW", default="600/min"),
+    },
 }
+
+# Inbound webhook bodies (DESIGN 12.6): at most this many bytes, nesting levels, characters
+# per number and per string. A body up to WEBHOOK_READ_MAX_BYTES is still read, so that a
+# signed one over the limits is stored for finance; a larger one is refused unread.
+WEBHOOK_MAX_BODY_BYTES = 64 * 1024
+WEBHOOK_READ_MAX_BYTES = 1024 * 1024
+WEBHOOK_MAX_DEPTH = 32
+WEBHOOK_MAX_NUMBER_CHARS = 64
+WEBHOOK_MAX_STRING_CHARS = 8192
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOGGING = {

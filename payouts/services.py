@@ -7,13 +7,17 @@ views, tasks and commands only parse input and call these.
 from __future__ import annotations
 
 import csv
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from integrations.assets import (
     AmountError,
@@ -300,63 +304,148 @@ class RecordResult:
     created: bool
 
 
+# A plain decimal in ASCII: no sign but minus, no exponent, no "_", no spaces, no digits of
+# other scripts (Decimal() alone takes "1_000", Arabic-Indic digits and a no-break space).
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_AMOUNT_PLACES = 18  # the column's decimal places
+
+
+def _decimal_places(amount: Decimal) -> int:
+    """Significant decimals, read off the digits: no arithmetic, so nothing rounds or
+    underflows (1e-999999999 is positive, below any limit, and scales to zero)."""
+    _sign, digits, exponent = amount.as_tuple()
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(int(exponent) + zeros))
+
+
 def _payment_amount(value: object, *, field: str, maximum: Decimal) -> Decimal:
+    """A JSON number (int or Decimal) or a plain ASCII decimal string, positive, within the
+    sanity limit, with no more decimals than the column holds."""
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        raise InvalidAmountError(f"{field}: {ascii(value)[:40]} is not a plain decimal number")
     try:
         amount = check_positive(to_decimal(value, field=field), field=field, maximum=maximum)
-        # More decimals than the column holds would be silently rounded by the database.
+        if _decimal_places(amount) > _AMOUNT_PLACES:
+            # The database would round it silently.
+            raise AmountError(f"{field}: {amount} has more than {_AMOUNT_PLACES} decimals")
         to_base_units(amount, "eth")
     except AmountError as exc:
         raise InvalidAmountError(str(exc)) from None
     return amount
 
 
+def _payment_id(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise IntakeError(f"payment_id must be text or an integer, not {type(value).__name__}")
+    text = str(value)
+    if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable() or " " in text:
+        raise IntakeError("payment_id must be 1 to 64 printable ASCII characters, no spaces")
+    return text
+
+
+def _storable(text: str) -> bool:
+    # PostgreSQL text holds neither NUL nor a lone surrogate.
+    return "\x00" not in text and text.encode("utf-8", "surrogatepass") == text.encode(
+        "utf-8", "backslashreplace"
+    )
+
+
+# The credit in one statement (one round trip): the client and the fee in force (its
+# override, else the run-time setting, else the setting's initial value, which is what
+# `runtime_settings_get` would create), the row, and its audit event. ON CONFLICT instead of
+# a savepoint: a repeat inserts nothing and is looked at afterwards.
+_CREDIT_SQL = """
+WITH client AS (
+    SELECT c.id, coalesce(
+        c.fee_percent,
+        (SELECT platform_fee_percent FROM payouts_runtimesettings WHERE id = 1),
+        %(default_fee)s
+    ) AS fee
+    FROM payouts_client c WHERE c.reference = %(reference)s
+), acc AS (
+    INSERT INTO payouts_accumulation (
+        client_id, payment_id, order_id, eth, usd, fee_percent, state, created_at,
+        state_changed_at
+    )
+    SELECT id, %(payment_id)s, %(order_id)s, %(eth)s, %(usd)s, fee, 'pending', %(now)s, %(now)s
+    FROM client
+    ON CONFLICT (payment_id) DO NOTHING
+    RETURNING id, client_id, fee_percent
+), audit AS (
+    INSERT INTO payouts_auditevent (
+        object_type, object_id, kind, from_state, to_state, actor, user_id, reason, data,
+        created_at
+    )
+    SELECT 'accumulation', acc.id::text, 'credited', '', 'pending', %(actor)s, %(user_id)s::bigint,
+           '', %(data)s::jsonb, %(now)s
+    FROM acc
+)
+SELECT acc.id, acc.client_id, acc.fee_percent FROM acc
+"""
+
+
 def accumulation_record(
     *,
     client_reference: str,
-    payment_id: str,
+    payment_id: str | int,
     eth: object,
     usd: object,
     actor: Actor,
     order_id: str = "",
 ) -> RecordResult:
     """Credit one finished payment. Idempotent on `payment_id`: a repeat returns the existing
-    row and changes nothing; a repeat with different facts raises DuplicateConflictError."""
-    payment_id = str(payment_id).strip()
-    if not payment_id or len(payment_id) > 64:
-        raise IntakeError("payment_id must be 1 to 64 characters")
+    row and changes nothing; a repeat with different facts raises DuplicateConflictError.
+    Amounts are JSON numbers or plain ASCII decimal strings (DESIGN 12.6)."""
+    payment_id = _payment_id(payment_id)
     eth_amount = _payment_amount(eth, field="eth", maximum=MAX_PAYMENT_ETH)
     usd_amount = _payment_amount(usd, field="usd", maximum=MAX_PAYMENT_USD)
+    if not _storable(client_reference) or not _storable(order_id):
+        raise IntakeError("client reference or order_id holds a NUL or a lone surrogate")
 
-    existing = Accumulation.objects.filter(payment_id=payment_id).select_related("client").first()
-    if existing is not None:
+    now = timezone.now()
+    user_id = actor.user.pk if actor.user is not None and actor.user.pk else None
+    data = {"payment_id": payment_id, "eth": eth_amount, "usd": usd_amount}
+    with connection.cursor() as cur:
+        cur.execute(
+            _CREDIT_SQL,
+            {
+                "default_fee": settings.PLATFORM_FEE_PERCENT,
+                "reference": client_reference,
+                "payment_id": payment_id,
+                "order_id": order_id[:200],
+                "eth": eth_amount,
+                "usd": usd_amount,
+                "now": now,
+                "actor": actor.name,
+                "user_id": user_id,
+                "data": json.dumps(data, cls=DjangoJSONEncoder),
+            },
+        )
+        row = cur.fetchone()
+    if row is None:
+        # Nothing inserted: the payment is credited already (here or by a concurrent
+        # delivery, whose commit the insert waited for), or the client is unknown.
+        existing = (
+            Accumulation.objects.filter(payment_id=payment_id).select_related("client").first()
+        )
+        if existing is None:
+            raise UnknownClientError(f"no client with reference {client_reference!r}")
         return _existing_result(existing, client_reference, eth_amount, usd_amount)
-
-    client = Client.objects.filter(reference=client_reference).first()
-    if client is None:
-        raise UnknownClientError(f"no client with reference {client_reference!r}")
-    runtime = runtime_settings_get()
-    try:
-        with transaction.atomic():
-            acc = Accumulation.objects.create(
-                client=client,
-                payment_id=payment_id,
-                order_id=order_id[:200],
-                eth=eth_amount,
-                usd=usd_amount,
-                fee_percent=client_fee_percent(client=client, runtime=runtime),
-            )
-            audit_record(
-                object_type="accumulation",
-                object_id=acc.pk,
-                kind="credited",
-                actor=actor,
-                to_state=Accumulation.State.PENDING,
-                data={"payment_id": payment_id, "eth": eth_amount, "usd": usd_amount},
-            )
-    except IntegrityError:
-        # A concurrent delivery of the same payment won the unique index.
-        existing = Accumulation.objects.select_related("client").get(payment_id=payment_id)
-        return _existing_result(existing, client_reference, eth_amount, usd_amount)
+    acc_id, client_id, fee_percent = row
+    acc = Accumulation(
+        pk=acc_id,
+        client_id=client_id,
+        payment_id=payment_id,
+        order_id=order_id[:200],
+        eth=eth_amount,
+        usd=usd_amount,
+        fee_percent=fee_percent,
+        state=Accumulation.State.PENDING,
+        created_at=now,
+        state_changed_at=now,
+    )
+    acc._state.adding = False
+    acc._state.db = connection.alias
     return RecordResult(accumulation=acc, created=True)
 
 

@@ -5,20 +5,30 @@ one exchange; it must still be authenticated. ``v1`` is the hex HMAC-SHA256 of
 ``"<t>.<raw body>"``. The timestamp must be within the tolerance (5 minutes) in both
 directions, which bounds replays. Several ``v1`` values may be present and several secrets
 configured, so a key can be rotated without a window where valid nudges are refused.
+
+The body is parsed only after the signature matched (`parse_nudge_body`), and only when it
+is small: a nudge is about 30 bytes, and a bound on the size also bounds nesting, numbers
+and strings for the parser.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import time
 from collections.abc import Iterable
 
-from integrations.errors import InvalidSignature
+from integrations.errors import InvalidSignature, MalformedPayload
 
 SIGNATURE_HEADER = "X-Signature"
 DEFAULT_TOLERANCE = 300
 _MAX_SIGNATURES = 8  # bounds the work an attacker can make us do per request
+# Far above `{"id": "<exchange id>"}`, and below the nesting at which Python's parser recurses
+# too deep, so no body under it can crash the parse.
+MAX_BODY_BYTES = 512
+_EXCHANGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def compute_signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -54,7 +64,7 @@ def parse_signature_header(header: str | None) -> tuple[int, list[str]]:
         if key == "t":
             if timestamp is not None:
                 raise InvalidSignature(f"{SIGNATURE_HEADER} has two timestamps")
-            if not value.isdigit() or len(value) > 12:
+            if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise InvalidSignature(
                     f"{SIGNATURE_HEADER} timestamp {value!r} is not unix seconds"
                 )
@@ -102,3 +112,18 @@ def verify_nudge(
     if not matched:
         raise InvalidSignature(f"{SIGNATURE_HEADER} does not match")
     return timestamp
+
+
+def parse_nudge_body(body: bytes) -> str:
+    """The exchange id of a verified nudge body ``{"id": "<exchange id>"}``, or
+    MalformedPayload with the reason."""
+    if len(body) > MAX_BODY_BYTES:
+        raise MalformedPayload(f"the body is {len(body)} bytes, over the {MAX_BODY_BYTES} limit")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise MalformedPayload("the body is not UTF-8 JSON") from None
+    exchange_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(exchange_id, str) or not _EXCHANGE_ID.fullmatch(exchange_id):
+        raise MalformedPayload('body must be {"id": "<exchange id>"} (letters, digits, - or _)')
+    return exchange_id

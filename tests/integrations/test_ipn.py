@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from decimal import Decimal
 
 import pytest
 
 from integrations.errors import InvalidSignature, MalformedPayload
-from integrations.nowpayments.ipn import canonical_json, sign_ipn, verify_ipn
+from integrations.nowpayments.ipn import (
+    DEFAULT_LIMITS,
+    JsonLimits,
+    canonical_json,
+    check_limits,
+    ipn_payment_id,
+    ipn_status,
+    sign_ipn,
+    verify_ipn,
+)
 
 SECRET = "ipn-secret-1234"
 
@@ -122,13 +132,133 @@ def test_it_sorts_keys_by_utf16_code_units_like_javascript() -> None:
     assert canonical_json(body) == '{"\U0001f600":2,"\ue000":1}'
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"", b"   ", b"not json", b"[1,2]", b'"text"', b'{"a":1,"a":2}', b"\xff\xfe", b'{"a":NaN}'],
-)
-def test_it_rejects_malformed_bodies_distinctly_from_bad_signatures(body: bytes) -> None:
+def _raw_sig(body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+
+
+MALFORMED = [
+    b"",
+    b"   ",
+    b"not json",
+    b"[1,2]",
+    b'"text"',
+    b'{"a":1,"a":2}',
+    b"\xff\xfe",
+    b'{"a":NaN}',
+    b'{"a":"\x00"}',
+    b'{"payment_id":1}\x00',
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_it_rejects_signed_malformed_bodies_distinctly_from_bad_signatures(body: bytes) -> None:
     with pytest.raises(MalformedPayload):
-        verify_ipn(body, _sig(body.decode("utf-8", "replace")), SECRET)
+        verify_ipn(body, _raw_sig(body), SECRET)
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_it_answers_a_malformed_body_without_a_valid_signature_as_unsigned(body: bytes) -> None:
+    with pytest.raises(InvalidSignature):
+        verify_ipn(body, "ab" * 64, SECRET)
+
+
+LIMITS = JsonLimits(max_bytes=2000, max_depth=8, max_number_chars=20, max_string_chars=50)
+OVER_LIMITS = [
+    ('{"a":"' + "x" * 2000 + '"}', "bytes"),
+    ('{"a":' + "[" * 9 + "]" * 9 + "}", "nesting"),
+    ('{"a":' + "1" * 21 + "}", "number"),
+    ('{"a":"' + "x" * 51 + '"}', "string"),
+]
+
+
+@pytest.mark.parametrize(("text", "limit"), OVER_LIMITS)
+def test_it_refuses_a_signed_body_over_a_limit_with_the_reason(text: str, limit: str) -> None:
+    body = text.encode()
+    with pytest.raises(MalformedPayload, match=limit):
+        verify_ipn(body, _raw_sig(body), SECRET, limits=LIMITS)
+
+
+@pytest.mark.parametrize(("text", "limit"), OVER_LIMITS)
+def test_a_body_over_a_limit_is_never_parsed_to_check_a_signature(text: str, limit: str) -> None:
+    # Signed in canonical form but sent otherwise: verifying would need a parse, which a
+    # body over the limits never gets.
+    body = (" " + text).encode()
+    with pytest.raises(InvalidSignature):
+        verify_ipn(body, _raw_sig(text.encode()), SECRET, limits=LIMITS)
+
+
+def test_it_refuses_thirty_thousand_brackets_with_a_fake_signature_quickly() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidSignature):
+        verify_ipn(b"[" * 30_000, "ab" * 64, SECRET)
+    with pytest.raises(MalformedPayload, match="nesting"):
+        verify_ipn(b"[" * 30_000, _raw_sig(b"[" * 30_000), SECRET)
+    assert time.perf_counter() - started < 1
+
+
+def test_it_refuses_an_integer_of_thousands_of_digits() -> None:
+    body = b'{"payment_id":' + b"7" * 4400 + b"}"
+    with pytest.raises(MalformedPayload, match="number"):
+        verify_ipn(body, _raw_sig(body), SECRET)
+
+
+def test_the_limit_scan_stays_linear_on_unterminated_strings() -> None:
+    started = time.perf_counter()
+    with pytest.raises(MalformedPayload):
+        check_limits('\\"' * 30_000, DEFAULT_LIMITS)
+    check_limits('"\\"' * 20_000, JsonLimits(max_string_chars=10**6))
+    assert time.perf_counter() - started < 1
+
+
+def test_it_verifies_nul_and_lone_surrogate_escapes_in_either_canonical_form() -> None:
+    sorted_text = '{"order_description":"a\\u0000b\\ud800","payment_id":5}'
+    body = b'{"payment_id": 5, "order_description": "a\\u0000b\\ud800"}'
+    payload = verify_ipn(body, _sig(sorted_text), SECRET)
+    assert payload["order_description"] == "a\x00b\ud800"
+    _, signature = sign_ipn(body, SECRET)
+    assert signature == _sig(sorted_text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(5077125051, "5077125051"), ("5077125051", "5077125051"), (0, "0")]
+)
+def test_it_reads_a_payment_id_given_as_an_integer_or_digits(value: object, expected: str) -> None:
+    assert ipn_payment_id(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1},
+        [1],
+        True,
+        False,
+        None,
+        -1,
+        "",
+        "1_000",
+        "12 ",
+        " 12",
+        "\u0661\u0662",
+        "1.5",
+        "\x00",
+        "\ud800",
+        "1e3",
+        "9" * 65,
+        1.5,
+    ],
+)
+def test_it_refuses_any_other_payment_id(value: object) -> None:
+    with pytest.raises(MalformedPayload, match="payment_id"):
+        ipn_payment_id(value)
+
+
+def test_it_reads_a_payment_status_word_and_refuses_anything_else() -> None:
+    assert ipn_status("Finished") == "finished"
+    assert ipn_status("partially_paid") == "partially_paid"
+    for value in (None, 1, "", "fin ished", "finished\x00", "\u0661", "x" * 33, ["finished"]):
+        with pytest.raises(MalformedPayload, match="payment_status"):
+            ipn_status(value)
 
 
 def test_sign_ipn_produces_what_verify_accepts() -> None:

@@ -7,8 +7,14 @@ import hmac
 
 import pytest
 
-from integrations.changenow.nudge import parse_signature_header, sign_nudge, verify_nudge
-from integrations.errors import InvalidSignature
+from integrations.changenow.nudge import (
+    MAX_BODY_BYTES,
+    parse_nudge_body,
+    parse_signature_header,
+    sign_nudge,
+    verify_nudge,
+)
+from integrations.errors import InvalidSignature, MalformedPayload
 
 SECRET = "whsec-current"
 OLD_SECRET = "whsec-previous"
@@ -77,6 +83,8 @@ def test_it_accepts_any_of_several_configured_secrets() -> None:
         f"t={NOW},v1={'a' * 63}",
         f"t={NOW},t={NOW},v1={'a' * 64}",
         f"t={NOW},v1=",
+        f"t=\u00b2,v1={'a' * 64}",  # a digit to str.isdigit, not to int()
+        f"t=\u0661\u0662,v1={'a' * 64}",
         f"t={NOW}," + ",".join(f"v1={'a' * 64}" for _ in range(9)),
     ],
 )
@@ -105,3 +113,38 @@ def test_the_signer_produces_headers_the_verifier_accepts() -> None:
     assert verify_nudge(BODY, fresh, SECRET) > 0
     with pytest.raises(ValueError):
         sign_nudge(BODY, "")
+
+
+def test_it_reads_the_exchange_id_of_a_nudge_body() -> None:
+    assert parse_nudge_body(BODY) == "a1b2c3d4e5f607"
+    assert parse_nudge_body(b'{"id": "no-such_exchange-1"}') == "no-such_exchange-1"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"[" * 30_000,
+        b"[" * 400 + b"]" * 400,
+        b'{"id": 1}',
+        b'{"id": ""}',
+        b'{"id": "a\\u0000b"}',
+        b'{"id": "\\ud800"}',
+        b'{"id": "a b"}',
+        b'{"id": "' + b"a" * 65 + b'"}',
+        b'{"id": "x"}\x00',
+        b'{"id": ' + b"1" * 5000 + b"}",
+        b"\xff\xfe",
+        b'["a1b2"]',
+    ],
+)
+def test_it_refuses_any_other_nudge_body_with_a_reason(body: bytes) -> None:
+    with pytest.raises(MalformedPayload):
+        parse_nudge_body(body)
+
+
+def test_a_nudge_body_over_the_size_limit_is_refused_unparsed() -> None:
+    body = b'{"id": "a1", "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    with pytest.raises(MalformedPayload, match="over the"):
+        parse_nudge_body(body)

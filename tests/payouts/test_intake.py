@@ -87,6 +87,16 @@ def test_it_rejects_an_unknown_client() -> None:
     assert not Accumulation.objects.exists()
 
 
+@pytest.mark.parametrize("reference", ["ac\x00me", "acme\ud800"])
+def test_it_rejects_text_that_postgresql_cannot_hold(reference: str) -> None:
+    ClientFactory(reference="acme")
+    with pytest.raises(IntakeError):
+        record(client_reference=reference)
+    with pytest.raises(IntakeError):
+        record(order_id=f"{reference}:1")
+    assert not Accumulation.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -107,6 +117,24 @@ def test_it_rejects_an_unknown_client() -> None:
         ("usd", "-5"),
         ("usd", "NaN"),
         ("usd", "1e12"),
+        # Decimal() takes all of these; a plain ASCII decimal is the only text accepted.
+        ("eth", "1_000"),
+        ("eth", "0.00_41"),
+        ("eth", "\u0660.\u0664"),  # Arabic-Indic digits
+        ("eth", "\u00a00.0041"),  # no-break space
+        ("eth", " 0.0041"),
+        ("eth", "0.0041 "),
+        ("eth", "0.0041\n"),
+        ("eth", "+0.0041"),
+        ("eth", ".5"),
+        ("eth", "5."),
+        ("eth", "4.1e-3"),
+        ("eth", "0x10"),
+        ("eth", Decimal("1e-999999999")),
+        ("eth", Decimal("1e999999999")),
+        ("eth", 10**60),
+        ("eth", [1]),
+        ("eth", {"a": 1}),
     ],
 )
 def test_it_rejects_a_bad_amount_and_writes_nothing(field: str, value: object) -> None:
@@ -117,7 +145,48 @@ def test_it_rejects_a_bad_amount_and_writes_nothing(field: str, value: object) -
     assert not AuditEvent.objects.exists()
 
 
-@pytest.mark.parametrize("payment_id", ["", "   ", "x" * 65])
+@pytest.mark.parametrize(
+    ("field", "value", "stored"),
+    [
+        ("eth", Decimal("1e-7"), Decimal("1e-7")),  # a JSON number as NOWPayments writes it
+        ("eth", Decimal("0.10000000000000000000"), Decimal("0.1")),
+        ("eth", "0.000000000000000001", Decimal("1e-18")),
+        ("usd", 13, Decimal("13")),
+        ("usd", "12.59", Decimal("12.59")),
+    ],
+)
+def test_it_accepts_json_numbers_and_plain_decimal_strings(
+    field: str, value: object, stored: Decimal
+) -> None:
+    ClientFactory(reference="acme")
+    acc = record(**{field: value}).accumulation
+    acc.refresh_from_db()
+    assert getattr(acc, field) == stored
+
+
+def test_it_credits_in_one_statement() -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    ClientFactory(reference="acme")
+    with CaptureQueriesContext(connection) as queries:
+        result = record()
+    assert result.created and len(queries.captured_queries) == 1
+    acc = Accumulation.objects.get()
+    assert (acc.pk, acc.client.reference, acc.fee_percent) == (
+        result.accumulation.pk,
+        "acme",
+        result.accumulation.fee_percent,
+    )
+    assert AuditEvent.objects.get(kind="credited").data == {
+        "payment_id": "4511",
+        "eth": "0.0041",
+        "usd": "12.59",
+    }
+
+
+@pytest.mark.parametrize(
+    "payment_id", ["", "   ", "x" * 65, " 4511", "45 11", "45\x0011", "\u0664", True, None, 4.5]
+)
 def test_it_rejects_a_bad_payment_id(payment_id: str) -> None:
     ClientFactory(reference="acme")
     with pytest.raises(IntakeError):
