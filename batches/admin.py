@@ -104,20 +104,6 @@ class ConversionBatchAdmin(FundedOrderAdmin):
             ("pays into", obj.payin_address or "no payin address yet"),
         ]
 
-    def release_effect(self, obj: ConversionBatch, _what: str) -> str:
-        return (
-            f"Closes the batch. Its {obj.row_count} rows ({eth(obj.eth_total)}, "
-            f"{usd(obj.usd_total)}) go back to pending and are swept into a new batch; with "
-            "'write off' ticked they are written off instead."
-        )
-
-    def complete_effect(self, obj: ConversionBatch) -> str:
-        return (
-            f"Reads exchange {obj.exchange_id or '(none)'} from ChangeNOW now; only if it says "
-            f"finished, splits its amountTo over the {obj.row_count} rows by the ETH each "
-            "contributed (platform fee kept apart) and completes the batch."
-        )
-
     def distribution(self, obj: ConversionBatch) -> dict[str, Any] | None:
         """Each client's share and the platform's; shown once the batch has received USDT."""
         if obj.usdt_received is None:

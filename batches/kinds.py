@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from batches.models import ConversionBatch
-from batches.services import DistributionError, batch_distribute, batch_release_and_close
+from batches.services import DistributionError, batch_distribute
 from payouts.engine import (
     EngineError,
     ExchangeSpec,
@@ -23,6 +23,8 @@ class BatchKind(OrderKind):
     name = "batch"
     link_field = "batch"
     model = ConversionBatch
+    rows_state = "converting"
+    release_state = "pending"
 
     def exchange_spec(self, order: ConversionBatch) -> ExchangeSpec:
         return ExchangeSpec(
@@ -47,10 +49,3 @@ class BatchKind(OrderKind):
         if result.applied:
             # Fresh USDT may put clients over their threshold: pay them now, not next tick.
             enqueue_task("payouts.tasks.sweep_payouts", group="payout_sweep")
-
-    def release_and_close(
-        self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
-    ) -> int:
-        return batch_release_and_close(
-            batch_id=order_id, to_state=to_state, actor=actor, reason=reason, write_off=write_off
-        )

@@ -31,12 +31,12 @@ from integrations.assets import (
     quantize_down,
     to_decimal,
 )
+from payouts.locks import advisory_lock
 from payouts.models import Accumulation
 from payouts.services import runtime_settings_get
 from payouts.transitions import Actor, TransitionError, audit_record, check_move, transition
 
 # Any constant works as long as every sweeper uses the same one.
-SWEEP_LOCK_KEY = 0x5357_4545_5001  # "SWEEP" + 1
 # A pending row locked elsewhere makes the sweep fail after this long (and retry at the next
 # tick) rather than wait forever holding the sweep lock.
 SWEEP_ROW_LOCK_TIMEOUT_MS = 5000
@@ -96,11 +96,9 @@ def batch_sweep(
     nothing is swept.
     """
     check_move(Accumulation, "pending", "converting")
-    with transaction.atomic():
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [SWEEP_LOCK_KEY])
-            if not cur.fetchone()[0]:
-                return SweepResult(False, None, 0, Decimal(0), Decimal(0), "busy")
+    with transaction.atomic(), advisory_lock("sweep:conversions", xact=True) as got:
+        if not got:
+            return SweepResult(False, None, 0, Decimal(0), Decimal(0), "busy")
         runtime = runtime_settings_get()
         count, eth, usd, oldest = _pending_stats()
         if runtime.conversions_paused:
@@ -364,45 +362,3 @@ def batch_transition(
         data=data,
         updates=updates,
     )
-
-
-_BATCH_RELEASE_SQL = """
-WITH moved AS (
-    UPDATE payouts_accumulation
-    SET state = %(to_state)s,
-        batch_id = CASE WHEN %(to_state)s = 'pending' THEN NULL ELSE batch_id END,
-        state_changed_at = now()
-    WHERE batch_id = %(batch_id)s AND state = 'converting'
-    RETURNING eth
-)
-SELECT count(*), coalesce(sum(eth), 0) FROM moved
-"""
-
-
-def batch_release_and_close(
-    *,
-    batch_id: uuid.UUID | str,
-    to_state: str,
-    actor: Actor,
-    reason: str,
-    write_off: bool = False,
-) -> int:
-    """Close a batch (`failed` or `force_closed`) and, in the same transaction, release its
-    rows to `pending` (swept again) or write them off. Returns the number of rows moved."""
-    rows_to = "written_off" if write_off else "pending"
-    check_move(Accumulation, "converting", rows_to)
-    with transaction.atomic():
-        batch = ConversionBatch.objects.select_for_update().get(pk=batch_id)
-        check_move(ConversionBatch, batch.state, to_state)
-        with connection.cursor() as cur:
-            cur.execute(_BATCH_RELEASE_SQL, {"batch_id": batch.pk, "to_state": rows_to})
-            rows, eth = cur.fetchone()
-        transition(
-            model=ConversionBatch,
-            pk=batch.pk,
-            to_state=to_state,
-            actor=actor,
-            reason=reason,
-            data={"rows": rows, "eth": eth, "accumulations": f"converting -> {rows_to}"},
-        )
-    return int(rows)

@@ -37,6 +37,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import escape, format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 
 from payouts import operator
@@ -201,19 +202,15 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
         needs_reason=True,
         danger=True,
         summary=(
-            "Closes each order for good. Its rows are released to their previous state (and "
-            "picked up by the next sweep) or, if you tick the box, written off."
+            "Closes each order for good. Its rows are released to their previous state only "
+            "when the chain proves no funds left, or with a refund proved on chain and by "
+            "ChangeNOW; or, if you tick the box, written off."
         ),
         options=(
             Option(
                 "write_off",
                 "Write the rows off instead of releasing them",
-                "Only when the money is known to be lost; the rows will never be paid.",
-            ),
-            Option(
-                "chain_checked",
-                "I checked the chain: the broadcast transaction will not confirm",
-                "Required when a transaction we broadcast could still confirm; recorded.",
+                "The clients' claim on the rows is cancelled; they will never be paid.",
             ),
         ),
     ),
@@ -226,9 +223,62 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
         summary=(
             "Completes each order from the provider's own word, read live now: only a "
             "ChangeNOW exchange that says `finished` with an amount (or, for a direct USDT "
-            "payout, a transfer mined successfully) is completed."
+            "payout, a transfer mined, final and with its Transfer log) is completed."
         ),
     ),
+    "speed_up": ActionSpec(
+        name="speed_up",
+        verb="Speed up the transfer",
+        permission="payouts.force_close_orders",
+        needs_reason=True,
+        summary=(
+            "Re-signs the pending transaction at the same nonce with both fee caps raised at "
+            "least 12.5% (never above the fee ceiling). Only one of the two can ever mine."
+        ),
+    ),
+    "cancel_transfer": ActionSpec(
+        name="cancel_transfer",
+        verb="Cancel the transfer",
+        permission="payouts.force_close_orders",
+        needs_reason=True,
+        danger=True,
+        summary=(
+            "Signs a zero-value transfer from the host wallet to itself at the pending "
+            "transaction's nonce, with higher fees. Once it mines the payment can never mine."
+        ),
+    ),
+    "request_refund": ActionSpec(
+        name="request_refund",
+        verb="Ask ChangeNOW for a refund",
+        permission="payouts.force_close_orders",
+        needs_reason=True,
+        summary="Asks ChangeNOW to refund the exchange's deposit to the host wallet.",
+    ),
+    "request_continue": ActionSpec(
+        name="request_continue",
+        verb="Ask ChangeNOW to continue",
+        permission="payouts.force_close_orders",
+        needs_reason=True,
+        summary="Asks ChangeNOW to continue an exchange it stopped after our deposit.",
+    ),
+}
+# The operator module's name of each admin action.
+OPERATOR_ACTION = {
+    "sync_now": "sync",
+    "retry_step": "retry",
+    "force_close": "force_close",
+    "force_complete": "force_complete",
+    "speed_up": "speed_up",
+    "cancel_transfer": "cancel",
+    "request_refund": "refund",
+    "request_continue": "continue",
+}
+REFUND_INPUT = {
+    "name": "refund_tx",
+    "label": "Refund transaction (to release the rows after a deposit)",
+    "help": "The hash of ChangeNOW's refund to the host wallet. It is checked on chain and "
+    "with ChangeNOW; leave empty when no funds left.",
+    "optional": True,
 }
 
 
@@ -347,6 +397,32 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         ]
         if obj.completed_at:
             facts.append(("completed", obj.completed_at.strftime("%Y-%m-%d %H:%M:%S UTC")))
+        if obj.provider_refund_hash or obj.provider_refund_amount is not None:
+            facts.append(
+                (
+                    "ChangeNOW refund",
+                    format_html(
+                        "{} in {}",
+                        fmt_decimal(obj.provider_refund_amount)
+                        if obj.provider_refund_amount is not None
+                        else "amount not reported",
+                        tx_link(obj.provider_refund_hash) if obj.provider_refund_hash else "—",
+                    ),
+                )
+            )
+        if obj.refund_tx_hash:
+            facts.append(
+                (
+                    "refund proved",
+                    format_html(
+                        "{} {} received in {}; loss {}",
+                        fmt_decimal(obj.refund_received),
+                        obj.loss_asset.upper(),
+                        tx_link(obj.refund_tx_hash),
+                        fmt_decimal(obj.loss_amount),
+                    ),
+                )
+            )
         return {
             "order": obj,
             "order_kind": self.kind,
@@ -362,12 +438,18 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         }
 
     def object_actions(self, request: HttpRequest, obj: Any) -> list[dict[str, str]]:
-        if obj.is_terminal:
-            return []
+        pending = Transfer.objects.filter(
+            **{self.link_field: obj.pk}, state__in=Transfer.PENDING
+        ).exists()
+        shown = set(ORDER_ACTIONS) if not obj.is_terminal else {"cancel_transfer"}
+        if not pending:
+            shown -= {"speed_up", "cancel_transfer"}
+        if obj.state != "needs_attention" or not obj.exchange_id:
+            shown -= {"request_refund", "request_continue"}
         return [
             {"name": name, "verb": spec.verb, "danger": spec.danger}
             for name, spec in ORDER_ACTIONS.items()
-            if request.user.has_perm(spec.permission)
+            if name in shown and request.user.has_perm(spec.permission)
         ]
 
     # actions -----------------------------------------------------------------------------
@@ -375,10 +457,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
     def describe_money(self, obj: Any) -> list[tuple[str, Any]]:
         raise NotImplementedError
 
-    def release_effect(self, obj: Any, write_off: str) -> str:
-        raise NotImplementedError
-
-    def describe(self, obj: Any, action: str) -> dict[str, Any]:
+    def describe(self, obj: Any, action: str, refund_tx: str = "") -> dict[str, Any]:
         live = Transfer.objects.filter(**{self.link_field: obj.pk}, state__in=Transfer.LIVE).first()
         facts: list[tuple[str, Any]] = [
             ("state", format_html("{} for {}", state_badge(obj.state), age(obj.state_changed_at))),
@@ -395,7 +474,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         ]
         if obj.last_error:
             facts.append(("last error", obj.last_error))
-        effect, warning = self.effect(obj, action, live)
+        effect, warning = self.effect(obj, action, live, refund_tx=refund_tx)
         return {
             "label": f"{self.kind} {short_id(obj.pk)}",
             "url": admin_url(obj, "change", obj.pk),
@@ -404,63 +483,21 @@ class FundedOrderAdmin(ReadOnlyAdmin):
             "warning": warning,
         }
 
-    def effect(self, obj: Any, action: str, live: Transfer | None) -> tuple[str, str]:
-        """What the action will do to this order, in one or two sentences, and a warning
-        when it will be refused or needs an extra confirmation."""
-        if obj.is_terminal:
-            return "Nothing.", f"Will be skipped: the order is already {obj.state}."
-        unsettled = live is not None and live.state in ("signed", "broadcast")
-        if action == "sync_now":
-            if obj.state == "needs_attention":
-                return (
-                    f"Reads exchange {obj.exchange_id or '(none)'} from ChangeNOW and records "
-                    "its status; the order stays in needs_attention.",
-                    "" if obj.exchange_id else "Will be skipped: no exchange to poll.",
-                )
-            step = {
-                "reserved": "creates the ChangeNOW exchange",
-                "exchange_created": (
-                    f"checks exchange {obj.exchange_id} is still waiting and then SENDS the "
-                    f"funds from the host wallet to {obj.payin_address or 'the payee'}"
-                ),
-                "funds_sent": "reads the exchange / transaction status",
-                "converting": "reads the exchange status and completes the order if finished",
-            }.get(obj.state, "runs the next step")
-            return f"Runs the next step now: {step}.", ""
-        if action == "retry_step":
-            if live is not None and live.state in ("broadcast", "mined"):
-                return (
-                    f"Resumes at funds_sent: follows transaction {live.tx_hash} (re-broadcast "
-                    "with the same signed bytes if needed). No new send.",
-                    "",
-                )
-            if live is not None or obj.exchange_id:
-                return (
-                    f"Resumes at exchange_created: re-reads exchange {obj.exchange_id} and "
-                    "sends funds only if it is still waiting for them"
-                    + (" (reusing the signed transaction)." if live else "."),
-                    "",
-                )
-            if obj.state == "needs_attention":
-                return (
-                    "Nothing.",
-                    "Will be refused: no exchange was created; force-close it instead.",
-                )
-            return "Clears the backoff and creates the exchange now.", ""
-        if action == "force_close":
-            warning = ""
-            if unsettled and live is not None:
-                warning = (
-                    f"Transaction {live.tx_hash} ({live.state}) could still confirm: refused "
-                    "unless you tick 'I checked the chain'; it is then marked abandoned."
-                )
-            return self.release_effect(obj, "released"), warning
-        if action == "force_complete":
-            return self.complete_effect(obj), ""
-        return "", ""
-
-    def complete_effect(self, obj: Any) -> str:
-        raise NotImplementedError
+    def effect(
+        self, obj: Any, action: str, live: Transfer | None, *, refund_tx: str = ""
+    ) -> tuple[str, str]:
+        """What the action will do to this order and, when it will be refused, why: the
+        operator module's own words (the rules live there, not here)."""
+        plan = operator.order_plan(
+            kind=self.kind,
+            order_id=obj.pk,
+            action=OPERATOR_ACTION[action],
+            refund_tx=refund_tx,
+            check_chain=True,
+        )
+        if plan.allowed:
+            return plan.effect, ""
+        return plan.effect, f"Will be refused: {plan.refusal}."
 
     def run_order_action(
         self, request: HttpRequest, queryset: QuerySet, name: str
@@ -468,6 +505,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         spec = ORDER_ACTIONS[name]
         actor = Actor.of_user(request.user)
         kind = self.kind
+        refund_tx = (request.POST.get("refund_tx") or "").strip()
 
         def execute(obj: Any, reason: str, options: Mapping[str, bool]) -> tuple[bool, str]:
             if name == "sync_now":
@@ -483,7 +521,23 @@ class FundedOrderAdmin(ReadOnlyAdmin):
                     actor=actor,
                     reason=reason,
                     write_off=options.get("write_off", False),
-                    chain_checked=options.get("chain_checked", False),
+                    refund_tx=refund_tx,
+                )
+            elif name in ("speed_up", "cancel_transfer"):
+                result = operator.order_replace_transfer(
+                    kind=kind,
+                    order_id=obj.pk,
+                    actor=actor,
+                    reason=reason,
+                    cancel=name == "cancel_transfer",
+                )
+            elif name in ("request_refund", "request_continue"):
+                result = operator.order_provider_action(
+                    kind=kind,
+                    order_id=obj.pk,
+                    actor=actor,
+                    reason=reason,
+                    which=OPERATOR_ACTION[name],
                 )
             else:
                 result = operator.order_force_complete(
@@ -491,14 +545,16 @@ class FundedOrderAdmin(ReadOnlyAdmin):
                 )
             return result.done, result.detail
 
+        inputs = [dict(REFUND_INPUT, value=refund_tx)] if name == "force_close" else []
         return confirmed_action(
             self,
             request,
             queryset,
             spec=spec,
-            describe=lambda obj: self.describe(obj, name),
+            describe=lambda obj: self.describe(obj, name, refund_tx=refund_tx),
             execute=execute,
             refusals=(operator.OperatorError,),
+            inputs=inputs,
         )
 
     @admin.action(description="Sync now (poll the provider)")
@@ -516,6 +572,22 @@ class FundedOrderAdmin(ReadOnlyAdmin):
     @admin.action(description="Force-complete from the provider…")
     def force_complete(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self.run_order_action(request, queryset, "force_complete")
+
+    @admin.action(description="Speed up the pending transfer…")
+    def speed_up(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self.run_order_action(request, queryset, "speed_up")
+
+    @admin.action(description="Cancel the pending transfer…")
+    def cancel_transfer(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self.run_order_action(request, queryset, "cancel_transfer")
+
+    @admin.action(description="Ask ChangeNOW for a refund…")
+    def request_refund(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self.run_order_action(request, queryset, "request_refund")
+
+    @admin.action(description="Ask ChangeNOW to continue…")
+    def request_continue(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self.run_order_action(request, queryset, "request_continue")
 
 
 @admin.register(Payout)
@@ -581,24 +653,6 @@ class PayoutAdmin(FundedOrderAdmin):
             ("client", f"{obj.client.reference} ({obj.client.name})"),
             ("destination", format_html("{}{}", dest, address_link(obj.address, obj.network))),
         ]
-
-    def release_effect(self, obj: Payout, _what: str) -> str:
-        return (
-            f"Closes the payout. Its {obj.row_count} rows ({usdt(obj.usdt_amount)}) go back to "
-            "converted and are paid in a later payout; with 'write off' ticked they are "
-            "written off instead."
-        )
-
-    def complete_effect(self, obj: Payout) -> str:
-        if (obj.currency, obj.network) == ("usdt", "eth"):
-            return (
-                f"Completes only if the USDT transfer to {obj.address} is mined successfully; "
-                f"then marks its {obj.row_count} rows ({usdt(obj.usdt_amount)}) paid."
-            )
-        return (
-            f"Reads exchange {obj.exchange_id or '(none)'} from ChangeNOW now; only if it says "
-            f"finished, marks its {obj.row_count} rows ({usdt(obj.usdt_amount)}) paid."
-        )
 
     def summary(self, obj: Payout) -> list[tuple[str, Any]]:
         return [
@@ -1405,7 +1459,13 @@ class RuntimeSettingsAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{what.capitalize()} {verb} (audited).", messages.SUCCESS
                 )
-                return HttpResponseRedirect(request.GET.get("next") or reverse("admin:index"))
+                # Only back into this site: a crafted link must not bounce to another host.
+                target = request.GET.get("next") or ""
+                if not url_has_allowed_host_and_scheme(
+                    target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+                ):
+                    target = reverse("admin:index")
+                return HttpResponseRedirect(target)
         effect = (
             f"The {'conversion' if what == 'conversions' else 'payout'} sweep will do nothing "
             "from its next run until resumed; orders already under way continue."

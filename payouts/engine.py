@@ -8,11 +8,16 @@ Rules it keeps (DESIGN.md sections 5 and 7):
   next call without doing anything twice.
 - The attempt is recorded before a provider is called; providers are called outside any
   transaction; outcomes are recorded in new short transactions through `transition()`.
-- Funds leave only through `_send_funds`: under the host-wallet lock, a transfer intent with
-  its nonce is written first, then the signed bytes, then the broadcast; a retry re-sends the
-  same bytes. Funds go only to the payin address stored with the exchange.
-- Transient errors back off (capped, visible on the order); permanent ones record the code;
-  anything uncertain after funds may have left goes to `needs_attention`, never backwards.
+- Funds leave only through `payouts.sending` (nonces, signing, broadcast, replacement,
+  receipts); funds go only to the payin address stored with the exchange.
+- Operator actions take the same per-order lock (`payouts.locks.order_lock`), so a person
+  and a step never act on one order at once.
+- Transient errors back off. Before any funds could have left, the retry cap sends the order
+  to `needs_attention`; with money in flight the order is polled for ever (at the backoff
+  cap, with an alert once the cap is reached), and a finished exchange completes it by
+  itself. Retry counts are consecutive failures: a successful provider read resets them.
+- Nothing moves rows back once funds may have left: only a proof (a cancel mined at the
+  transfer's nonce, a dead transfer, a proved refund) or an operator's write-off does.
 
 The two kinds plug in through `OrderKind` (batches registers its own at start-up), so this
 module never imports the batches app.
@@ -20,26 +25,27 @@ module never imports the batches app.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.changenow.client import ChangeNowClient
 from integrations.changenow.types import Exchange
 from integrations.errors import ProviderError, WalletError, WalletErrorKind
-from integrations.wallet.client import WalletClient
+from payouts import sending
+from payouts.locks import order_lock
 from payouts.models import ExchangeAttempt, FundedOrder, Transfer
-from payouts.transitions import Actor, audit_record, transition
+from payouts.sending import Payment, SendError, SendStopped, host_address, wallet
+from payouts.signals import engine_alert
+from payouts.transitions import Actor, TransitionError, audit_record, transition
 
 log = logging.getLogger("payouts.engine")
 
@@ -48,7 +54,6 @@ BACKOFF_BASE_SECONDS = 15
 BACKOFF_MAX_SECONDS = 15 * 60
 # A fixed-rate exchange must not be funded this close to its validUntil.
 VALID_UNTIL_MARGIN = timedelta(seconds=60)
-WALLET_LOCK_TIMEOUT_MS = 30_000
 
 # Retrying cannot fix these: the nonce went to another transaction, or the signer signed
 # something else, or we talk to the wrong chain.
@@ -59,6 +64,7 @@ WAITING_STATUSES = frozenset({"new", "waiting"})
 MOVING_STATUSES = frozenset({"confirming", "exchanging", "sending", "verifying"})
 FAILED_STATUSES = frozenset({"failed", "refunded", "expired"})
 OPEN_STATES = ("reserved", "exchange_created", "funds_sent", "converting")
+TERMINAL_STATES = frozenset(FundedOrder.TERMINAL)
 # States in which no funds can have left the host wallet for the order.
 PRE_FUNDS_STATES = frozenset({"reserved", "exchange_created"})
 
@@ -89,8 +95,11 @@ class Funding:
 class OrderKind(ABC):
     name: str
     model: type[FundedOrder]
-    # The name of the link to this kind on ExchangeAttempt and Transfer.
+    # The name of the link to this kind on ExchangeAttempt, Transfer and Accumulation.
     link_field: str
+    # The state of the order's rows while it is open, and where a release puts them.
+    rows_state: str
+    release_state: str
 
     @abstractmethod
     def exchange_spec(self, order: Any) -> ExchangeSpec | None:
@@ -106,12 +115,28 @@ class OrderKind(ABC):
     def complete(self, *, order_id: Any, amount_to: Decimal | None, actor: Actor) -> None:
         """Finish the order's bookkeeping and move it to `completed`, in one transaction."""
 
-    @abstractmethod
+    def sending_states(self, order: Any) -> frozenset[str]:
+        """The states from which this order may send its funds."""
+        return (
+            frozenset({"reserved"})
+            if self.exchange_spec(order) is None
+            else frozenset({"exchange_created"})
+        )
+
     def release_and_close(
         self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
     ) -> int:
-        """Move the order to `failed` / `force_closed` and, together, release its rows to the
-        previous state (or write them off)."""
+        """Close the order and release (or write off) its rows: the one path of both kinds."""
+        from payouts.recovery import order_release_and_close
+
+        return order_release_and_close(
+            kind=self,
+            order_id=order_id,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            write_off=write_off,
+        ).rows
 
 
 KINDS: dict[str, OrderKind] = {}
@@ -133,57 +158,6 @@ def kind_get(name: str) -> OrderKind:
 
 def changenow() -> ChangeNowClient:
     return ChangeNowClient.from_settings()
-
-
-def wallet() -> WalletClient:
-    return WalletClient.from_settings()
-
-
-def host_address() -> str:
-    address = settings.HOST_WALLET_ADDRESS
-    if not address:
-        raise EngineError("HOST_WALLET_ADDRESS is not configured")
-    return address
-
-
-# --- locks --------------------------------------------------------------------------------
-
-
-def _lock_key(namespace: str, value: str) -> int:
-    # Two 32-bit halves: a namespace and a stable hash of the id.
-    return (zlib.crc32(namespace.encode()) << 31) ^ zlib.crc32(value.encode())
-
-
-@contextlib.contextmanager
-def order_lock(kind: str, order_id: object) -> Iterator[bool]:
-    """A session-level advisory lock for one order; yields False when someone else has it."""
-    key = _lock_key(f"order:{kind}", str(order_id))
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cur.fetchone()[0])
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", [key])
-
-
-@contextlib.contextmanager
-def wallet_lock() -> Iterator[None]:
-    """Single flight for the host wallet: nonces are handed out one at a time."""
-    key = _lock_key("wallet", settings.HOST_WALLET_ADDRESS.lower())
-    with connection.cursor() as cur:
-        cur.execute(f"SET lock_timeout = {WALLET_LOCK_TIMEOUT_MS}")
-        try:
-            cur.execute("SELECT pg_advisory_lock(%s)", [key])
-        finally:
-            cur.execute("SET lock_timeout = 0")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 # --- the step -----------------------------------------------------------------------------
@@ -215,17 +189,22 @@ def order_advance(*, kind: str, order_id: object, actor: Actor, force: bool = Fa
         before = order.state
         if not got:
             return StepResult(str(order.pk), kind, before, before, "locked by another worker")
-        if before not in OPEN_STATES:
+        step = _STEPS.get(before)
+        if before == "needs_attention" and not force and not money_in_flight(order_kind, order.pk):
+            step = None
+        if step is None:
             return StepResult(str(order.pk), kind, before, before, "not open")
         if not force and order.next_attempt_at and order.next_attempt_at > timezone.now():
             return StepResult(str(order.pk), kind, before, before, "backing off")
         note = ""
         try:
-            note = _STEPS[before](order_kind, order, actor) or ""
+            note = step(order_kind, order, actor) or ""
         except ProviderError as exc:
             note = _provider_failure(order_kind, order.pk, exc, actor)
-        except EngineError as exc:
+        except (EngineError, SendError) as exc:
             note = _needs_attention(order_kind, order.pk, str(exc), "engine", actor)
+        except SendStopped as exc:
+            note = f"send stopped: {exc}"
         after = order_kind.model.objects.values_list("state", flat=True).get(pk=order.pk)
     result = StepResult(str(order.pk), kind, before, after, note)
     if result.moved and after in OPEN_STATES:
@@ -260,13 +239,31 @@ def _clear_retry() -> dict[str, object]:
     return {"retry_count": 0, "next_attempt_at": None, "last_error": "", "last_error_code": ""}
 
 
+def _read_ok(kind: OrderKind, order: Any, provider: str = "changenow") -> None:
+    """The provider answered: its count of consecutive failures starts again (a failure of
+    another provider, say the signer, keeps counting)."""
+    if order.retry_count and order.last_error.startswith(f"{provider}:"):
+        kind.model.objects.filter(pk=order.pk).update(retry_count=0, last_error_code="")
+
+
+def money_in_flight(kind: OrderKind, order_id: object) -> bool:
+    """Was any transaction of the order signed (so funds may be on their way)?"""
+    return (
+        Transfer.objects.filter(**{kind.link_field: order_id})
+        .exclude(tx_hash="")
+        .exclude(state__in=[Transfer.State.CLOSED, Transfer.State.DEAD, Transfer.State.CANCELLED])
+        .exists()
+    )
+
+
 def _note_error(kind: OrderKind, order_id: object, exc: ProviderError, actor: Actor) -> int:
     """Record a transient failure and schedule the retry; returns the retry count."""
     with transaction.atomic():
         order = kind.model.objects.select_for_update().get(pk=order_id)
         order.retry_count += 1
         base = getattr(settings, "ENGINE_BACKOFF_BASE_SECONDS", BACKOFF_BASE_SECONDS)
-        delay = min(base * 2 ** (order.retry_count - 1), BACKOFF_MAX_SECONDS)
+        cap = getattr(settings, "ENGINE_BACKOFF_MAX_SECONDS", BACKOFF_MAX_SECONDS)
+        delay = min(base * 2 ** min(order.retry_count - 1, 30), cap)
         if exc.retry_after:
             delay = max(delay, int(exc.retry_after))
         order.next_attempt_at = timezone.now() + timedelta(seconds=delay)
@@ -286,18 +283,12 @@ def _note_error(kind: OrderKind, order_id: object, exc: ProviderError, actor: Ac
         return order.retry_count
 
 
-def _has_sent_funds(kind: OrderKind, order_id: object) -> bool:
-    field = kind.link_field
-    return (
-        Transfer.objects.filter(**{field: order_id})
-        .exclude(state__in=[Transfer.State.INTENT, Transfer.State.ABANDONED])
-        .exists()
-    )
-
-
 def _provider_failure(kind: OrderKind, order_id: object, exc: ProviderError, actor: Actor) -> str:
     order = kind.model.objects.get(pk=order_id)
+    in_flight = money_in_flight(kind, order_id)
     if isinstance(exc, WalletError) and exc.code in UNRECOVERABLE_WALLET_ERRORS:
+        if order.state == "needs_attention":
+            return f"{exc.code}: {exc}"
         return _needs_attention(kind, order_id, str(exc), exc.code, actor)
     if exc.transient or isinstance(exc, WalletError):
         # Wallet trouble (signer down, not enough balance) is never a reason to give up the
@@ -305,13 +296,28 @@ def _provider_failure(kind: OrderKind, order_id: object, exc: ProviderError, act
         count = _note_error(kind, order_id, exc, actor)
         if count < MAX_RETRIES:
             return f"retry {count}/{MAX_RETRIES}: {exc.code}"
+        if in_flight or order.state == "needs_attention":
+            # Money may be out there: never go silent. Keep polling at the cap and say so.
+            engine_alert.send(
+                sender=__name__,
+                key=f"retry_cap:{kind.name}:{order_id}",
+                kind="retry_cap",
+                message=f"{kind.name} {str(order_id)[:8]} failed {count} reads in a row "
+                f"({exc.code}); it keeps polling every {BACKOFF_MAX_SECONDS // 60} min",
+                order_kind=kind.name,
+                order_id=order_id,
+            )
+            return f"retry {count} (at the cap, still polling): {exc.code}"
         return _needs_attention(kind, order_id, f"retries exhausted: {exc}", exc.code, actor)
-    if order.state in PRE_FUNDS_STATES and not _has_sent_funds(kind, order_id):
+    if order.state in PRE_FUNDS_STATES and not in_flight:
         kind.release_and_close(
             order_id=order_id, to_state="failed", actor=actor, reason=f"{exc.code}: {exc}"
         )
         _set_error(kind, order_id, exc.code, str(exc))
         return f"failed: {exc.code}"
+    if order.state == "needs_attention":
+        _set_error(kind, order_id, exc.code, str(exc))
+        return f"{exc.code}: {exc}"
     return _needs_attention(kind, order_id, str(exc), exc.code, actor)
 
 
@@ -324,6 +330,16 @@ def _set_error(kind: OrderKind, order_id: object, code: str, message: str) -> No
 def _needs_attention(
     kind: OrderKind, order_id: object, reason: str, code: str, actor: Actor
 ) -> str:
+    order = kind.model.objects.get(pk=order_id)
+    if order.state == "needs_attention":
+        _set_error(kind, order_id, code, reason)
+        return f"still needs attention: {reason[:200]}"
+    # Orders with money in flight stay polled (at the cap) while they wait for a person.
+    poll_at = (
+        timezone.now() + timedelta(seconds=BACKOFF_MAX_SECONDS)
+        if money_in_flight(kind, order_id)
+        else None
+    )
     transition(
         model=kind.model,
         pk=order_id,
@@ -333,7 +349,7 @@ def _needs_attention(
         updates={
             "last_error": reason[:2000],
             "last_error_code": code[:48],
-            "next_attempt_at": None,
+            "next_attempt_at": poll_at,
         },
         data={"code": code},
     )
@@ -453,22 +469,14 @@ def record_status(attempt: ExchangeAttempt, exchange: Exchange) -> None:
 
 def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
     exchange = changenow().get_exchange(order.exchange_id)
+    _read_ok(kind, order)
     record_status(current_attempt(kind, order), exchange)
     live = live_transfer(kind, order.pk)
-    if live is not None and exchange.status in WAITING_STATUSES:
-        # A send was begun (perhaps by a worker that died): finish that one, never a new one.
-        return _send_funds(kind, order, actor, to=order.payin_address)
-    if live is not None:
-        if live.state != Transfer.State.INTENT and wallet().get_transaction(live.tx_hash):
-            # Our transaction is out there: follow it like any deposit (the in-flight step
-            # sends the order to needs_attention if the exchange will not take it).
+    if live is not None and live.state != Transfer.State.INTENT:
+        if exchange.status in WAITING_STATUSES and not _rate_expired(exchange):
+            # A send was begun (perhaps by a worker that died): finish that one, never a new one.
             return _send_funds(kind, order, actor, to=order.payin_address)
-        # Never broadcast (the node does not know it): it can be dropped safely, and its
-        # nonce will be taken by the next transaction, so these bytes can never be mined.
-        Transfer.objects.filter(pk=live.pk).update(
-            state=Transfer.State.ABANDONED,
-            note=f"exchange {exchange.status} before broadcast; never sent",
-        )
+        return _unwanted_transfer(kind, order, live, exchange, actor)
     if exchange.status in FAILED_STATUSES:
         kind.release_and_close(
             order_id=order.pk,
@@ -482,7 +490,7 @@ def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
             f"exchange {exchange.id} is {exchange.status!r} although we sent nothing: "
             "check it with ChangeNOW before funding"
         )
-    if exchange.valid_until and timezone.now() >= exchange.valid_until - VALID_UNTIL_MARGIN:
+    if _rate_expired(exchange):
         kind.release_and_close(
             order_id=order.pk,
             to_state="failed",
@@ -498,167 +506,146 @@ def _step_exchange_created(kind: OrderKind, order: Any, actor: Actor) -> str:
     return _send_funds(kind, order, actor, to=order.payin_address)
 
 
-# sending funds: the only code that moves money --------------------------------------------
+def _rate_expired(exchange: Exchange) -> bool:
+    return bool(
+        exchange.valid_until and timezone.now() >= exchange.valid_until - VALID_UNTIL_MARGIN
+    )
+
+
+def _unwanted_transfer(
+    kind: OrderKind, order: Any, live: Transfer, exchange: Exchange, actor: Actor
+) -> str:
+    """We signed a payment, and the exchange will no longer take it. Fill its nonce with a
+    cancel; only once the chain proves the payment dead are the rows released. If the
+    payment mined after all, the exchange has our money: a person decides."""
+    client = wallet()
+    view = sending.transfer_check(client, live, rebroadcast=False, actor=actor)
+    live.refresh_from_db()
+    if live.state == Transfer.State.MINED:
+        # Our deposit is out there: follow it like any deposit (the in-flight step sends the
+        # order to needs_attention if the exchange will not take it).
+        transition(
+            model=kind.model,
+            pk=order.pk,
+            to_state="funds_sent",
+            actor=actor,
+            reason=f"deposit {live.mined_hash} mined while the exchange is {exchange.status}",
+            updates=_clear_retry(),
+        )
+        return "deposit mined: following it"
+    if view.proves_nothing_left:
+        kind.release_and_close(
+            order_id=order.pk,
+            to_state="failed",
+            actor=actor,
+            reason=f"exchange {exchange.id} is {exchange.status}; our transfer at nonce "
+            f"{live.nonce} is proven {live.state} on chain: no funds left",
+        )
+        return f"failed: exchange {exchange.status}, transfer {live.state}"
+    if view.pending:
+        from payouts.models import TransferTx
+
+        if not TransferTx.objects.filter(transfer=live, kind=TransferTx.Kind.CANCEL).exists():
+            sending.transfer_replace(
+                transfer_id=live.pk,
+                cancel=True,
+                actor=actor,
+                reason=f"exchange {exchange.id} is {exchange.status}: its payment is not wanted",
+            )
+            return f"cancelling transfer at nonce {live.nonce}"
+    return f"waiting for the chain: transfer at nonce {live.nonce} is {live.state}"
+
+
+# sending funds: the only code that moves money is in payouts.sending ----------------------
 
 
 def live_transfer(kind: OrderKind, order_id: object) -> Transfer | None:
-    field = kind.link_field
-    return (
-        Transfer.objects.filter(**{field: order_id}, state__in=Transfer.LIVE)
-        .order_by("-id")
-        .first()
-    )
-
-
-def _next_nonce(client: WalletClient, address: str, chain_id: int) -> int:
-    """The node's pending count, but never below a nonce we already handed out and that is
-    not mined yet (the node may not have seen it)."""
-    node = client.get_nonce(address, "pending")
-    ours = (
-        Transfer.objects.filter(
-            from_address=address, chain_id=chain_id, state__in=("intent", "signed", "broadcast")
-        )
-        .order_by("-nonce")
-        .values_list("nonce", flat=True)
-        .first()
-    )
-    return max(node, ours + 1) if ours is not None else node
+    return sending.live_transfer(link_field=kind.link_field, order_id=order_id)
 
 
 def _send_funds(kind: OrderKind, order: Any, actor: Actor, *, to: str) -> str:
-    funding = kind.funding(order)
     if not to:
         raise EngineError("no destination address stored: refusing to send")
-    client = wallet()
-    sender = host_address()
-    field = kind.link_field
-    with wallet_lock():
-        transfer = live_transfer(kind, order.pk)
-        if transfer is None:
-            chain_id = client.chain_id()
-            nonce = _next_nonce(client, sender, chain_id)
-            attempts = Transfer.objects.filter(**{field: order.pk}).count()
-            taken = Transfer.objects.filter(
-                from_address=sender, chain_id=chain_id, nonce=nonce, state__in=Transfer.LIVE
-            ).first()
-            if taken is not None:
-                raise EngineError(
-                    f"the node's next nonce {nonce} on chain {chain_id} is already used by our "
-                    f"transfer {taken.tx_hash or taken.pk}: the node is behind our books "
-                    "(restored or replaced node?); refusing to sign"
-                )
-            transfer = Transfer.objects.create(
-                **{field: order},
-                attempt=attempts + 1,
-                asset=funding.asset,
-                amount=funding.amount,
-                to_address=to,
-                from_address=sender,
-                chain_id=chain_id,
-                nonce=nonce,
-            )
-            audit_record(
-                object_type=kind.model._meta.model_name or kind.name,
-                object_id=order.pk,
-                kind="transfer_intent",
-                actor=actor,
-                data={
-                    "asset": funding.asset,
-                    "amount": funding.amount,
-                    "to": to,
-                    "nonce": nonce,
-                    "attempt": transfer.attempt,
-                },
-            )
-        if (transfer.asset, transfer.amount, transfer.to_address) != (
-            funding.asset,
-            funding.amount,
-            to,
-        ):
-            raise EngineError(
-                f"stored transfer {transfer.pk} ({transfer.amount} {transfer.asset} to "
-                f"{transfer.to_address}) does not match the order: refusing to send"
-            )
-        if transfer.state == Transfer.State.INTENT:
-            # Signing again with the same nonce is safe: at most one can ever be mined, and
-            # only stored bytes are ever broadcast.
-            if transfer.asset == "eth":
-                request = client.build_eth_transfer(to, transfer.amount, nonce=transfer.nonce)
-            else:
-                request = client.build_erc20_transfer(
-                    to, transfer.amount, nonce=transfer.nonce, asset=transfer.asset
-                )
-            signed = client.sign(request)
-            Transfer.objects.filter(pk=transfer.pk, state="intent").update(
-                state="signed", raw_tx=signed.raw, tx_hash=signed.hash, signed_at=timezone.now()
-            )
-            transfer.refresh_from_db()
-        if transfer.state in (Transfer.State.SIGNED, Transfer.State.BROADCAST):
-            client.broadcast(transfer.raw_tx)
-            now = timezone.now()
-            Transfer.objects.filter(pk=transfer.pk).update(
-                state="broadcast" if transfer.state == "signed" else transfer.state,
-                broadcast_at=transfer.broadcast_at or now,
-                broadcast_count=transfer.broadcast_count + 1,
-            )
-    transition(
-        model=kind.model,
-        pk=order.pk,
-        to_state="funds_sent",
+    funding = kind.funding(order)
+    transfer = sending.transfer_send(
+        link_field=kind.link_field,
+        order=order,
+        payment=Payment(asset=funding.asset, amount=funding.amount, to=to),
+        sending_states=kind.sending_states(order),
         actor=actor,
-        reason=f"sent {transfer.amount} {transfer.asset}",
-        updates=_clear_retry(),
-        data={"tx_hash": transfer.tx_hash, "nonce": transfer.nonce, "to": to},
     )
+    try:
+        transition(
+            model=kind.model,
+            pk=order.pk,
+            to_state="funds_sent",
+            actor=actor,
+            reason=f"sent {transfer.amount} {transfer.asset}",
+            updates=_clear_retry(),
+            data={"tx_hash": transfer.tx_hash, "nonce": transfer.nonce, "to": to},
+            expect_from=kind.sending_states(order),
+        )
+    except TransitionError as exc:
+        raise EngineError(f"sent {transfer.tx_hash} but the order moved on: {exc}") from exc
     return f"sent {transfer.tx_hash}"
 
 
-def check_receipt(client: WalletClient, transfer: Transfer) -> bool | None:
-    """True mined ok, False reverted, None not mined yet (re-broadcast the same bytes)."""
-    if transfer.state == Transfer.State.MINED:
-        return True
-    receipt = client.get_receipt(transfer.tx_hash)
-    if receipt is None:
-        with contextlib.suppress(WalletError):
-            client.broadcast(transfer.raw_tx)
-        return None
-    state = Transfer.State.MINED if receipt.succeeded else Transfer.State.REVERTED
-    Transfer.objects.filter(pk=transfer.pk).update(
-        state=state, block_number=receipt.block_number, mined_at=timezone.now()
-    )
-    return receipt.succeeded
-
-
-# funds_sent / converting ------------------------------------------------------------------
+# funds_sent / converting / needs_attention with money in flight ---------------------------
 
 
 def _step_in_flight(kind: OrderKind, order: Any, actor: Actor) -> str:
     transfer = live_transfer(kind, order.pk)
+    attention = order.state == "needs_attention"
     if transfer is None:
+        if attention:
+            return _poll_attention(kind, order, actor)
         raise EngineError("order is marked funds_sent but has no live transfer")
     client = wallet()
-    mined = check_receipt(client, transfer)
-    if mined is False:
-        raise EngineError(f"transfer {transfer.tx_hash} reverted on chain")
+    view = sending.transfer_check(client, transfer, actor=actor)
+    transfer.refresh_from_db()
+    if transfer.state == Transfer.State.REVERTED:
+        if attention:
+            return _poll_attention(kind, order, actor)
+        raise EngineError(
+            f"transfer {transfer.mined_hash} was mined without moving the payment "
+            f"(receipt status {transfer.receipt_status}, no Transfer log counts as none)"
+        )
+    if transfer.state == Transfer.State.DEAD:
+        raise EngineError(
+            f"transfer at nonce {transfer.nonce} is dead: another transaction used its nonce"
+        )
     if kind.exchange_spec(order) is None:
-        if mined:
+        if transfer.state == Transfer.State.MINED and view.final:
             kind.complete(order_id=order.pk, amount_to=transfer.amount, actor=actor)
-            return "completed (direct transfer mined)"
+            return "completed (direct transfer final)"
+        if transfer.state == Transfer.State.MINED:
+            return f"mined, {view.depth} confirmation(s): waiting until final"
         return "waiting for the transfer to be mined"
     exchange = changenow().get_exchange(order.exchange_id)
+    _read_ok(kind, order)
     record_status(current_attempt(kind, order), exchange)
-    kind.model.objects.filter(pk=order.pk).update(provider_status=exchange.status[:32])
+    kind.model.objects.filter(pk=order.pk).update(
+        provider_status=exchange.status[:32], **_refund_fields(exchange)
+    )
     status = exchange.status
     if status == "finished":
         if exchange.amount_to is None:
             return "finished without amountTo yet: waiting"
         kind.complete(order_id=order.pk, amount_to=exchange.amount_to, actor=actor)
         return f"completed: {exchange.amount_to}"
+    if attention:
+        _poll_later(kind, order)
+        return f"exchange {status}: waiting for a person"
     if status in FAILED_STATUSES:
         return _needs_attention(
             kind,
             order.pk,
-            f"exchange {exchange.id} is {status} after our deposit {transfer.tx_hash}",
+            f"exchange {exchange.id} is {status} after our deposit {transfer.tx_hash}"
+            + (
+                f"; ChangeNOW refunded {exchange.refund_amount} in {exchange.refund_hash}"
+                if exchange.refund_hash
+                else ""
+            ),
             f"exchange_{status}",
             actor,
         )
@@ -678,20 +665,51 @@ def _step_in_flight(kind: OrderKind, order: Any, actor: Actor) -> str:
     return status
 
 
+def _poll_attention(kind: OrderKind, order: Any, actor: Actor) -> str:
+    if not order.exchange_id:
+        return "nothing to poll"
+    exchange = changenow().get_exchange(order.exchange_id)
+    _read_ok(kind, order)
+    record_status(current_attempt(kind, order), exchange)
+    kind.model.objects.filter(pk=order.pk).update(
+        provider_status=exchange.status[:32], **_refund_fields(exchange)
+    )
+    _poll_later(kind, order)
+    return f"exchange {exchange.status}: waiting for a person"
+
+
+def _poll_later(kind: OrderKind, order: Any) -> None:
+    kind.model.objects.filter(pk=order.pk).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=BACKOFF_MAX_SECONDS)
+    )
+
+
+def _refund_fields(exchange: Exchange) -> dict[str, Any]:
+    if not exchange.refund_hash and exchange.refund_amount is None:
+        return {}
+    return {
+        "provider_refund_hash": (exchange.refund_hash or "")[:128],
+        "provider_refund_amount": exchange.refund_amount,
+    }
+
+
 _STEPS = {
     "reserved": _step_reserved,
     "exchange_created": _step_exchange_created,
     "funds_sent": _step_in_flight,
     "converting": _step_in_flight,
+    "needs_attention": _step_in_flight,
 }
 
 
 def orders_open(*, due_only: bool = True) -> list[tuple[str, object]]:
-    """(kind, id) of every open order, oldest first."""
+    """(kind, id) of every open order, and of every order needing attention that is polled
+    because money may be in flight, oldest first."""
     now = timezone.now()
     found: list[tuple[str, object]] = []
     for name, kind in KINDS.items():
-        qs = kind.model.objects.filter(state__in=OPEN_STATES)
+        polled = Q(state="needs_attention", next_attempt_at__isnull=False)
+        qs = kind.model.objects.filter(Q(state__in=OPEN_STATES) | polled)
         if due_only:
             qs = qs.exclude(next_attempt_at__gt=now)
         found.extend((name, pk) for pk in qs.order_by("created_at").values_list("pk", flat=True))
@@ -706,6 +724,12 @@ def orders_advance_all(*, actor: Actor) -> list[StepResult]:
     """One step for every open order. An order whose step raises does not stop the others;
     the run then fails loudly, naming each order and its error."""
     results, errors = [], []
+    try:
+        for line in sending.wallet_maintain(actor=actor):
+            log.info("wallet upkeep: %s", line)
+    except Exception as exc:  # noqa: BLE001 - the orders still advance; reported below
+        log.exception("wallet upkeep raised")
+        errors.append(f"wallet upkeep: {type(exc).__name__}: {exc}")
     for kind, pk in orders_open():
         try:
             results.append(order_advance(kind=kind, order_id=pk, actor=actor))

@@ -11,7 +11,6 @@ from payouts.services import (
     PAYOUT_FROM,
     payout_complete,
     payout_is_direct,
-    payout_release_and_close,
 )
 from payouts.transitions import Actor
 
@@ -20,6 +19,8 @@ class PayoutKind(OrderKind):
     name = "payout"
     link_field = "payout"
     model = Payout
+    rows_state = "paying"
+    release_state = "converted"
 
     def exchange_spec(self, order: Payout) -> ExchangeSpec | None:
         if payout_is_direct(currency=order.currency, network=order.network):
@@ -42,10 +43,3 @@ class PayoutKind(OrderKind):
 
     def complete(self, *, order_id: Any, amount_to: Decimal | None, actor: Actor) -> None:
         payout_complete(payout_id=order_id, amount_to=amount_to, actor=actor)
-
-    def release_and_close(
-        self, *, order_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
-    ) -> int:
-        return payout_release_and_close(
-            payout_id=order_id, to_state=to_state, actor=actor, reason=reason, write_off=write_off
-        )

@@ -155,6 +155,11 @@ class Accumulation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     state_changed_at = models.DateTimeField(auto_now_add=True)
 
+    # Automatic and operator releases of this row in the current 24 h window: rows that
+    # keep failing into new orders raise an alert instead of cycling silently.
+    releases = models.PositiveSmallIntegerField(default=0, db_default=0)
+    released_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-id"]
         constraints: ClassVar = [
@@ -272,6 +277,18 @@ class FundedOrder(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     state_changed_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # What ChangeNOW reports after a failed, refunded or expired exchange (its word only).
+    provider_refund_amount = AmountField(null=True, blank=True)
+    provider_refund_hash = models.CharField(max_length=128, blank=True, default="", db_default="")
+    # A refund proved on chain by an operator's force-close (the rows were then released).
+    refund_tx_hash = models.CharField(max_length=66, blank=True, default="", db_default="")
+    refund_received = AmountField(
+        null=True, blank=True, help_text="What the refund transaction brought back (chain)."
+    )
+    loss_amount = AmountField(
+        null=True, blank=True, help_text="Deposit less proved refund: borne by the platform."
+    )
+    loss_asset = models.CharField(max_length=8, blank=True, default="", db_default="")
 
     class Meta:
         abstract = True
@@ -389,6 +406,21 @@ class RuntimeSettings(models.Model):
     stuck_converting_minutes = models.PositiveIntegerField(default=360)
     conversions_paused = models.BooleanField(default=False)
     payouts_paused = models.BooleanField(default=False)
+    confirmations = models.PositiveIntegerField(
+        default=12, help_text="Blocks deep before a transfer counts as final."
+    )
+    stuck_broadcast_minutes = models.PositiveIntegerField(
+        default=15, help_text="A broadcast transfer unmined this long is re-sent at higher fees."
+    )
+    max_fee_per_gas_gwei = AmountField(
+        default=Decimal(200), help_text="Ceiling for any fee cap the engine signs (gwei)."
+    )
+    direct_payout_min_usdt = AmountField(
+        default=Decimal(5), help_text="Direct USDT payouts below this wait for more."
+    )
+    dual_control_over_usdt = AmountField(
+        default=Decimal(10000), help_text="Payouts above this need a second person's approval."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -419,6 +451,14 @@ class RuntimeSettings(models.Model):
                 & Q(payout_sweep_interval_seconds__gt=0)
                 & Q(advance_interval_seconds__gt=0),
                 name="settings_intervals_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(confirmations__gt=0)
+                & Q(stuck_broadcast_minutes__gt=0)
+                & Q(max_fee_per_gas_gwei__gt=0)
+                & Q(direct_payout_min_usdt__gte=0)
+                & Q(dual_control_over_usdt__gte=0),
+                name="settings_wallet_limits_valid",
             ),
         ]
 
@@ -492,9 +532,19 @@ class ExchangeAttempt(OrderLinkMixin):
 
 
 class Transfer(OrderLinkMixin):
-    """A transfer intent from the host wallet: written with its nonce before signing, then the
-    signed bytes and hash, then broadcast. A retry re-broadcasts the same bytes; it never
-    signs a second transaction for the same intent. At most one live transfer per order."""
+    """One payment from the host wallet for an order.
+
+    Written as an *intent* (no nonce) before signing; a nonce is taken only when the first
+    transaction is signed, so an intent that never got signed holds nothing. Every
+    transaction signed at that nonce (the original, speed-ups, a cancel) is kept as a
+    `TransferTx`; `tx_hash` / `raw_tx` are the newest one, re-broadcast as is. Whichever
+    transaction mines is recorded in `mined_hash`; the others are dead.
+
+    States: intent -> signed -> broadcast -> mined (payment mined, `final_at` once deep
+    enough) | reverted (mined without effect) | cancelled (a cancel took the nonce) | dead
+    (the nonce was used by something else and none of our hashes mined) | closed (an
+    intent closed with its order, never signed). `abandoned` is the first round's name for
+    a dropped transfer and is only found on old rows."""
 
     class State(models.TextChoices):
         INTENT = "intent"
@@ -502,9 +552,22 @@ class Transfer(OrderLinkMixin):
         BROADCAST = "broadcast"
         MINED = "mined"
         REVERTED = "reverted"
+        CANCELLED = "cancelled"
+        DEAD = "dead"
+        CLOSED = "closed"
         ABANDONED = "abandoned"
 
     LIVE: ClassVar[tuple[str, ...]] = ("intent", "signed", "broadcast", "mined")
+    # Signed and not known to be settled on chain: could still be mined.
+    PENDING: ClassVar[tuple[str, ...]] = ("signed", "broadcast")
+    # States that hold their nonce (the chain used it, or it may still use it).
+    HOLDS_NONCE: ClassVar[tuple[str, ...]] = (
+        "signed",
+        "broadcast",
+        "mined",
+        "reverted",
+        "cancelled",
+    )
 
     attempt = models.PositiveSmallIntegerField(default=1)
     asset = models.CharField(max_length=8)
@@ -512,16 +575,29 @@ class Transfer(OrderLinkMixin):
     to_address = models.CharField(max_length=64)
     from_address = models.CharField(max_length=64)
     chain_id = models.PositiveBigIntegerField()
-    nonce = models.PositiveBigIntegerField()
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
     state = models.CharField(max_length=12, choices=State.choices, default=State.INTENT)
     raw_tx = models.TextField(blank=True, default="")
     tx_hash = models.CharField(max_length=66, blank=True, default="", db_index=True)
+    max_fee_per_gas = models.DecimalField(max_digits=38, decimal_places=0, null=True, blank=True)
+    max_priority_fee_per_gas = models.DecimalField(
+        max_digits=38, decimal_places=0, null=True, blank=True
+    )
     broadcast_count = models.PositiveIntegerField(default=0)
+    replacements = models.PositiveIntegerField(default=0, db_default=0)
+    mined_hash = models.CharField(max_length=66, blank=True, default="", db_default="")
+    receipt_status = models.PositiveSmallIntegerField(null=True, blank=True)
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True, default="", db_default="")
+    gas_fee_wei = models.DecimalField(
+        max_digits=38, decimal_places=0, null=True, blank=True, help_text="gasUsed x price."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     signed_at = models.DateTimeField(null=True, blank=True)
+    last_signed_at = models.DateTimeField(null=True, blank=True)
     broadcast_at = models.DateTimeField(null=True, blank=True)
     mined_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, default="")
 
     class Meta:
@@ -531,13 +607,28 @@ class Transfer(OrderLinkMixin):
             models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_pos"),
             models.CheckConstraint(
                 condition=Q(
-                    state__in=["intent", "signed", "broadcast", "mined", "reverted", "abandoned"]
+                    state__in=[
+                        "intent",
+                        "signed",
+                        "broadcast",
+                        "mined",
+                        "reverted",
+                        "cancelled",
+                        "dead",
+                        "closed",
+                        "abandoned",
+                    ]
                 ),
                 name="transfer_state_valid",
             ),
             models.CheckConstraint(
-                condition=Q(state__in=["intent", "abandoned"]) | (~Q(raw_tx="") & ~Q(tx_hash="")),
+                condition=Q(state__in=["intent", "closed", "abandoned"])
+                | (~Q(raw_tx="") & ~Q(tx_hash="") & Q(nonce__isnull=False)),
                 name="transfer_signed_has_bytes",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state__in=["intent", "closed"]) | Q(raw_tx=""),
+                name="transfer_unsigned_has_no_bytes",
             ),
             # Never two live sends for one order.
             models.UniqueConstraint(
@@ -552,13 +643,51 @@ class Transfer(OrderLinkMixin):
             ),
             models.UniqueConstraint(fields=["batch", "attempt"], name="transfer_batch_attempt"),
             models.UniqueConstraint(fields=["payout", "attempt"], name="transfer_payout_attempt"),
-            # One nonce carries one transaction: two intents can never both be mined.
+            # One nonce carries one transfer: two of our payments can never both be mined.
             models.UniqueConstraint(
                 fields=["from_address", "chain_id", "nonce"],
-                condition=Q(state__in=["intent", "signed", "broadcast", "mined"]),
+                condition=Q(state__in=["signed", "broadcast", "mined", "reverted", "cancelled"]),
                 name="transfer_nonce_unique",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.amount} {self.asset} -> {self.to_address} ({self.state})"
+
+
+class TransferTx(models.Model):
+    """Every transaction ever signed for a transfer, all at the transfer's nonce: the
+    original, each speed-up and a cancel. Kept for ever: reconcile looks each one up on
+    chain, and whichever mines is the one that counts."""
+
+    class Kind(models.TextChoices):
+        ORIGINAL = "original"
+        SPEED_UP = "speed_up"
+        CANCEL = "cancel"
+
+    transfer = models.ForeignKey(Transfer, on_delete=models.PROTECT, related_name="txs")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    tx_hash = models.CharField(max_length=66, unique=True)
+    raw_tx = models.TextField()
+    nonce = models.PositiveBigIntegerField()
+    max_fee_per_gas = models.DecimalField(max_digits=38, decimal_places=0, null=True, blank=True)
+    max_priority_fee_per_gas = models.DecimalField(
+        max_digits=38, decimal_places=0, null=True, blank=True
+    )
+    actor = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["original", "speed_up", "cancel"]), name="transfertx_kind"
+            ),
+            models.CheckConstraint(
+                condition=~Q(raw_tx="") & ~Q(tx_hash=""), name="transfertx_has_bytes"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.tx_hash[:12]} (nonce {self.nonce})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,7 @@ from integrations.assets import (
     to_base_units,
     to_decimal,
 )
+from payouts.locks import advisory_lock
 from payouts.models import Accumulation, Client, RuntimeSettings
 from payouts.transitions import Actor, audit_record
 
@@ -74,6 +75,11 @@ SETTINGS_EDITABLE = (
     "stuck_converting_minutes",
     "conversions_paused",
     "payouts_paused",
+    "confirmations",
+    "stuck_broadcast_minutes",
+    "max_fee_per_gas_gwei",
+    "direct_payout_min_usdt",
+    "dual_control_over_usdt",
 )
 
 
@@ -88,6 +94,7 @@ def runtime_settings_get() -> RuntimeSettings:
                 pk=1,
                 conversion_threshold_usd=settings.CONVERSION_THRESHOLD_USD,
                 platform_fee_percent=settings.PLATFORM_FEE_PERCENT,
+                confirmations=settings.WALLET_CONFIRMATIONS,
             )
     except IntegrityError:  # created by a concurrent first reader
         return RuntimeSettings.objects.get(pk=1)
@@ -463,7 +470,6 @@ def _existing_result(
 
 # --- payouts ----------------------------------------------------------------------------
 
-PAYOUT_SWEEP_LOCK_KEY = 0x5041_594F_5554  # "PAYOUT"
 PAYOUT_FROM = ("usdt", "eth")  # payouts are funded in USDT (ERC-20) from the host wallet
 
 
@@ -557,110 +563,126 @@ def payout_sweep(
     `minimum_for(currency, network) -> Decimal | None` gives ChangeNOW's minimum USDT amount
     for the pair (None: unknown, the client is skipped and reported, never paid blindly).
     """
-    import uuid
-
-    from django.db import connection
-
-    from payouts.models import Payout
     from payouts.transitions import check_move
 
     check_move(Accumulation, "converted", "paying")
     result = PayoutSweepResult()
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", [PAYOUT_SWEEP_LOCK_KEY])
-        if not cur.fetchone()[0]:
+    with advisory_lock("sweep:payouts") as got:
+        if not got:
             result.reason = "busy"
             return result
-    try:
-        if runtime_settings_get().payouts_paused:
-            result.reason = "paused"
-            return result
-        with connection.cursor() as cur:
-            cur.execute(_PAYOUT_CANDIDATES_SQL)
-            candidates = cur.fetchall()
-        open_clients = _open_payout_clients()
-        refused = _refused_destinations([row[0] for row in candidates])
-        minimums: dict[tuple[str, str], Decimal | None] = {}
-        for client_id, reference, active, _threshold, currency, network, rows, usdt in candidates:
-            usdt = Decimal(usdt)
-            if not active:
-                result.skipped.append({"client": reference, "reason": "inactive"})
-                continue
-            if client_id in open_clients:
-                result.skipped.append({"client": reference, "reason": "open_payout"})
-                continue
-            if client_id in refused:
+        return _payout_sweep_locked(
+            result=result, actor=actor, dry_run=dry_run, minimum_for=minimum_for
+        )
+
+
+def _payout_sweep_locked(
+    *,
+    result: PayoutSweepResult,
+    actor: Actor,
+    dry_run: bool,
+    minimum_for: Callable[[str, str], Decimal | None] | None,
+) -> PayoutSweepResult:
+    import uuid
+
+    from payouts.models import Payout
+
+    runtime = runtime_settings_get()
+    if runtime.payouts_paused:
+        result.reason = "paused"
+        return result
+    with connection.cursor() as cur:
+        cur.execute(_PAYOUT_CANDIDATES_SQL)
+        candidates = cur.fetchall()
+    open_clients = _open_payout_clients()
+    refused = _refused_destinations([row[0] for row in candidates])
+    minimums: dict[tuple[str, str], Decimal | None] = {}
+    for client_id, reference, active, _threshold, currency, network, rows, usdt in candidates:
+        usdt = Decimal(usdt)
+        if not active:
+            result.skipped.append({"client": reference, "reason": "inactive"})
+            continue
+        if client_id in open_clients:
+            result.skipped.append({"client": reference, "reason": "open_payout"})
+            continue
+        if client_id in refused:
+            result.skipped.append(
+                {"client": reference, "reason": f"last_payout_refused:{refused[client_id]}"}
+            )
+            continue
+        if payout_is_direct(currency=currency, network=network):
+            if usdt < runtime.direct_payout_min_usdt:
                 result.skipped.append(
-                    {"client": reference, "reason": f"last_payout_refused:{refused[client_id]}"}
-                )
-                continue
-            if not payout_is_direct(currency=currency, network=network):
-                if (currency, network) not in minimums:
-                    minimums[(currency, network)] = (
-                        minimum_for(currency, network) if minimum_for else None
-                    )
-                minimum = minimums[(currency, network)]
-                if minimum is None:
-                    result.skipped.append({"client": reference, "reason": "minimum_unknown"})
-                    continue
-                if usdt < minimum:
-                    result.skipped.append(
-                        {"client": reference, "reason": f"below_exchange_minimum:{minimum}"}
-                    )
-                    continue
-            if dry_run:
-                result.payouts.append(
-                    {"payout_id": None, "client": reference, "rows": rows, "usdt": str(usdt)}
-                )
-                continue
-            payout_id = uuid.uuid4()
-            with transaction.atomic():
-                client = Client.objects.select_for_update().get(pk=client_id)
-                Payout.objects.create(
-                    id=payout_id,
-                    client=client,
-                    row_count=rows,
-                    usdt_amount=usdt,
-                    currency=client.payout_currency,
-                    network=client.payout_network,
-                    address=client.payout_address,
-                    extra_id=client.payout_extra_id,
-                )
-                with connection.cursor() as cur:
-                    cur.execute(_PAYOUT_MOVE_SQL, {"payout_id": payout_id, "client_id": client_id})
-                    moved = cur.fetchone()
-                if moved is None:
-                    raise RuntimeError(f"payout for {reference}: no converted rows moved")
-                moved_rows, moved_usdt = int(moved[0]), Decimal(moved[1])
-                audit_record(
-                    object_type="payout",
-                    object_id=payout_id,
-                    kind="created",
-                    actor=actor,
-                    to_state="reserved",
-                    reason="payout sweep",
-                    data={
+                    {
                         "client": reference,
-                        "rows": moved_rows,
-                        "usdt": moved_usdt,
-                        "destination": f"{client.payout_currency}/{client.payout_network} "
-                        f"{client.payout_address}",
-                        "accumulations": "converted -> paying",
-                    },
+                        "reason": f"below_direct_minimum:{runtime.direct_payout_min_usdt}",
+                    }
                 )
-                _enqueue_payout(payout_id)
-            result.created += 1
+                continue
+        else:
+            if (currency, network) not in minimums:
+                minimums[(currency, network)] = (
+                    minimum_for(currency, network) if minimum_for else None
+                )
+            minimum = minimums[(currency, network)]
+            if minimum is None:
+                result.skipped.append({"client": reference, "reason": "minimum_unknown"})
+                continue
+            if usdt < minimum:
+                result.skipped.append(
+                    {"client": reference, "reason": f"below_exchange_minimum:{minimum}"}
+                )
+                continue
+        if dry_run:
             result.payouts.append(
-                {
-                    "payout_id": str(payout_id),
+                {"payout_id": None, "client": reference, "rows": rows, "usdt": str(usdt)}
+            )
+            continue
+        payout_id = uuid.uuid4()
+        with transaction.atomic():
+            client = Client.objects.select_for_update().get(pk=client_id)
+            Payout.objects.create(
+                id=payout_id,
+                client=client,
+                row_count=rows,
+                usdt_amount=usdt,
+                currency=client.payout_currency,
+                network=client.payout_network,
+                address=client.payout_address,
+                extra_id=client.payout_extra_id,
+            )
+            with connection.cursor() as cur:
+                cur.execute(_PAYOUT_MOVE_SQL, {"payout_id": payout_id, "client_id": client_id})
+                moved = cur.fetchone()
+            if moved is None:
+                raise RuntimeError(f"payout for {reference}: no converted rows moved")
+            moved_rows, moved_usdt = int(moved[0]), Decimal(moved[1])
+            audit_record(
+                object_type="payout",
+                object_id=payout_id,
+                kind="created",
+                actor=actor,
+                to_state="reserved",
+                reason="payout sweep",
+                data={
                     "client": reference,
                     "rows": moved_rows,
-                    "usdt": format_amount(moved_usdt),
-                }
+                    "usdt": moved_usdt,
+                    "destination": f"{client.payout_currency}/{client.payout_network} "
+                    f"{client.payout_address}",
+                    "accumulations": "converted -> paying",
+                },
             )
-    finally:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s)", [PAYOUT_SWEEP_LOCK_KEY])
+            _enqueue_payout(payout_id)
+        result.created += 1
+        result.payouts.append(
+            {
+                "payout_id": str(payout_id),
+                "client": reference,
+                "rows": moved_rows,
+                "usdt": format_amount(moved_usdt),
+            }
+        )
     return result
 
 
@@ -673,18 +695,6 @@ def _enqueue_payout(payout_id: object) -> None:
 _PAYOUT_PAID_SQL = """
 WITH moved AS (
     UPDATE payouts_accumulation SET state = 'paid', state_changed_at = now()
-    WHERE payout_id = %(payout_id)s AND state = 'paying'
-    RETURNING usdt
-)
-SELECT count(*), coalesce(sum(usdt), 0) FROM moved
-"""
-
-_PAYOUT_RELEASE_SQL = """
-WITH moved AS (
-    UPDATE payouts_accumulation
-    SET state = %(to_state)s, payout_id = CASE WHEN %(to_state)s = 'converted' THEN NULL
-                                              ELSE payout_id END,
-        state_changed_at = now()
     WHERE payout_id = %(payout_id)s AND state = 'paying'
     RETURNING usdt
 )
@@ -729,32 +739,3 @@ def payout_complete(*, payout_id: Any, amount_to: Decimal | None, actor: Actor) 
             },
         )
     return True
-
-
-def payout_release_and_close(
-    *, payout_id: Any, to_state: str, actor: Actor, reason: str, write_off: bool = False
-) -> int:
-    """Close a payout (`failed` or `force_closed`) and, in the same transaction, release its
-    rows to `converted` (paid again by a later sweep) or write them off."""
-    from django.db import connection
-
-    from payouts.models import Payout
-    from payouts.transitions import check_move, transition
-
-    rows_to = "written_off" if write_off else "converted"
-    check_move(Accumulation, "paying", rows_to)
-    with transaction.atomic():
-        payout = Payout.objects.select_for_update().get(pk=payout_id)
-        check_move(Payout, payout.state, to_state)
-        with connection.cursor() as cur:
-            cur.execute(_PAYOUT_RELEASE_SQL, {"payout_id": payout.pk, "to_state": rows_to})
-            rows, usdt = cur.fetchone()
-        transition(
-            model=Payout,
-            pk=payout.pk,
-            to_state=to_state,
-            actor=actor,
-            reason=reason,
-            data={"rows": rows, "usdt": usdt, "accumulations": f"paying -> {rows_to}"},
-        )
-    return int(rows)

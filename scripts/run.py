@@ -137,6 +137,7 @@ def demo_environment() -> dict[str, str]:
     env.setdefault("NOWPAYMENTS_IPN_SECRET", DEMO_IPN_SECRET)
     env.setdefault("CHANGENOW_WEBHOOK_SECRET", DEMO_NUDGE_SECRET)
     env.setdefault("CONVERSION_THRESHOLD_USD", DEMO_THRESHOLD_USD or "20")
+    env.setdefault("WALLET_CONFIRMATIONS", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -9,6 +9,7 @@ os.environ.setdefault("CHANGENOW_WEBHOOK_SECRET", "test-changenow-webhook-secret
 os.environ.setdefault("CHANGENOW_API_KEY", "test-changenow-key")
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 os.environ.setdefault("ADMINS", "Finance Ops:finance-ops@example.com")
+os.environ.setdefault("WALLET_CONFIRMATIONS", "1")
 
 from backoffice.settings import *  # noqa: E402, F403
 

@@ -178,6 +178,7 @@ def base_env(database_url: str, redis_url: str | None = None) -> dict[str, str]:
             "USDT_CONTRACT_ADDRESS": USDT_CONTRACT,
             "CONVERSION_THRESHOLD_USD": "20",
             "PLATFORM_FEE_PERCENT": "3",
+            "WALLET_CONFIRMATIONS": "1",
             "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
             "LOG_FORMAT": "text",
             "LOG_LEVEL": "INFO",

@@ -12,7 +12,15 @@ from batches.models import ConversionBatch
 from batches.tasks import conversion_sweep
 from payouts import engine
 from payouts.engine import order_advance
-from payouts.models import Accumulation, AuditEvent, ExchangeAttempt, Payout, Transfer
+from payouts.locks import lock_key
+from payouts.models import (
+    Accumulation,
+    AuditEvent,
+    ExchangeAttempt,
+    Payout,
+    Transfer,
+    TransferTx,
+)
 from payouts.services import accumulation_record, runtime_settings_update
 from payouts.tasks import sweep_payouts
 from payouts.transitions import Actor
@@ -284,7 +292,7 @@ def test_a_step_is_skipped_while_another_worker_holds_the_order(providers: Contr
     other = connections.create_connection("default")
     try:
         with other.cursor() as cur:
-            key = engine._lock_key("order:batch", str(batch.pk))
+            key = lock_key("order:batch", str(batch.pk))
             cur.execute("SELECT pg_advisory_lock(%s)", [key])
             result = step("batch", batch.pk)
             cur.execute("SELECT pg_advisory_unlock(%s)", [key])
@@ -313,19 +321,25 @@ def test_the_sweep_fails_loudly_when_the_minimum_cannot_be_read(
     assert not ConversionBatch.objects.exists()
 
 
-def test_a_signed_but_never_broadcast_transfer_is_dropped_when_the_exchange_dies(
+def test_a_signed_transfer_the_exchange_no_longer_wants_is_cancelled_before_release(
     providers: Control,
 ) -> None:
     batch = new_batch()
     step("batch", batch.pk)
     providers.fail(path="/rpc", rpc_method="eth_sendRawTransaction", status=502, count=1)
     step("batch", batch.pk)
-    assert Transfer.objects.get(batch=batch).state == "signed"
+    transfer = Transfer.objects.get(batch=batch)
+    assert transfer.state == "signed"
     batch.refresh_from_db()
     providers.script(batch.exchange_id, outcome="expired")
+    # A signed transaction is never assumed dead: its nonce is filled by a cancel first.
+    first = step("batch", batch.pk)
+    assert first.to_state == "exchange_created" and "cancelling" in first.note
+    assert Accumulation.objects.filter(state="converting").count() == 4
+    assert TransferTx.objects.filter(transfer=transfer, kind="cancel").count() == 1
     assert step("batch", batch.pk).to_state == "failed"
-    transfer = Transfer.objects.get(batch=batch)
-    assert transfer.state == "abandoned" and "never sent" in transfer.note
+    transfer.refresh_from_db()
+    assert transfer.state == "cancelled" and transfer.final_at is not None
     assert providers.state()["deposits"] == []
     assert Accumulation.objects.filter(state="pending").count() == 4
     assert reconcile_run()["ok"]
@@ -362,7 +376,7 @@ def test_a_nonce_our_books_already_used_is_never_signed_again(providers: Control
     assert step("batch", batch.pk).to_state == "needs_attention"
     batch.refresh_from_db()
     assert f"nonce {used.nonce}" in batch.last_error and "refusing to sign" in batch.last_error
-    assert not Transfer.objects.filter(batch=batch).exists()
+    assert not Transfer.objects.filter(batch=batch).exclude(state="intent").exists()
 
 
 def test_one_failing_order_does_not_stop_the_others(

@@ -4,12 +4,15 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.break_glass import command_actor
 from payouts.operator import OperatorError, order_force_close
-from payouts.transitions import Actor
 
 
 class Command(BaseCommand):
-    help = "Close an order for good, releasing its rows (or writing them off), with a reason."
+    help = (
+        "Close an order for good with a reason. Rows are released only when the chain proves "
+        "no funds left or with a proved refund (--refund-tx), or written off (--write-off)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kind", choices=["batch", "payout"])
@@ -17,9 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--reason", required=True)
         parser.add_argument("--write-off", action="store_true")
         parser.add_argument(
-            "--chain-checked",
-            action="store_true",
-            help="I checked the chain: the broadcast transaction will not confirm.",
+            "--refund-tx",
+            default="",
+            metavar="HASH",
+            help="ChangeNOW's refund transaction to the host wallet (verified on chain and "
+            "with ChangeNOW before the rows are released).",
         )
         parser.add_argument("--json", action="store_true")
 
@@ -28,10 +33,10 @@ class Command(BaseCommand):
             result = order_force_close(
                 kind=str(options["kind"]),
                 order_id=options["order_id"],
-                actor=Actor.system("manage.py force_close"),
+                actor=command_actor("force_close"),
                 reason=str(options["reason"]),
                 write_off=bool(options["write_off"]),
-                chain_checked=bool(options["chain_checked"]),
+                refund_tx=str(options["refund_tx"] or ""),
             )
         except OperatorError as exc:
             raise CommandError(str(exc)) from exc

@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.break_glass import command_actor
 from payouts.operator import OperatorError, order_retry
-from payouts.transitions import Actor
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             result = order_retry(
                 kind=str(options["kind"]),
                 order_id=options["order_id"],
-                actor=Actor.system("manage.py retry"),
+                actor=command_actor("retry"),
                 reason=str(options["reason"]),
             )
         except OperatorError as exc:

@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.break_glass import command_actor
 from payouts.operator import OperatorError, order_sync
-from payouts.transitions import Actor
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
             result = order_sync(
                 kind=str(options["kind"]),
                 order_id=options["order_id"],
-                actor=Actor.system("manage.py sync"),
+                actor=command_actor("sync"),
             )
         except OperatorError as exc:
             raise CommandError(str(exc)) from exc
