@@ -6,11 +6,13 @@ fees) only seed the run-time settings row; after that, admin owns them.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,20 +37,31 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_q",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    "csp",
     "integrations",
     "payouts",
     "batches",
     "backoffice",
+    "backoffice.staff_security",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: marks request.user verified when the session passed its TOTP.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -86,6 +99,13 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes' backend first: it refuses a locked-out username+address before any password
+# is checked; the model backend then signs people in.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -104,7 +124,11 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Security: secure by default when DEBUG is off (`manage.py check --deploy` is clean).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind a reverse proxy that terminates TLS and sets X-Forwarded-Proto (and appends the
+# client to X-Forwarded-For): trusting the header without one lets any client claim HTTPS.
+BEHIND_HTTPS_PROXY = env.bool("BEHIND_HTTPS_PROXY", default=False)
+if BEHIND_HTTPS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
@@ -112,6 +136,51 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): everything from this site only; no inline script or
+# style anywhere in our pages (their CSS lives in static files), no plugins, no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Two-factor sign-in (django-otp, TOTP + one-time backup codes): required for approvers and
+# superusers unless OTP_REQUIRED is false (the `make run` demo); OTP_REQUIRED_FOR_ALL_STAFF
+# extends it to viewers and operators. See backoffice.services_auth.
+OTP_REQUIRED = env.bool("OTP_REQUIRED", default=True)
+OTP_REQUIRED_FOR_ALL_STAFF = env.bool("OTP_REQUIRED_FOR_ALL_STAFF", default=False)
+# The name authenticator apps show next to the account (tell staging from production).
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Payout back office")
+# Device secrets are never shown in admin pages, not even to superusers.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# Lockout (django-axes): 5 failed sign-ins for one username from one address lock that pair
+# for 15 minutes counted from the fifth failure (further tries do not extend it); a success
+# clears the count. Unlock: admin (Axes > Access attempts, delete) or
+# `manage.py axes_reset_username USERNAME`. Every lockout and unlock is audited.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# No start-up banner on every process and command (lockouts are still logged as warnings).
+AXES_VERBOSE = False
+AXES_LOCKOUT_TEMPLATE = "admin/backoffice/locked_out.html"
+# Never stored with a failed attempt: one-time codes (a right backup code with a wrong
+# password would otherwise sit readable in the attempts table) and the CSRF token.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token", "csrfmiddlewaretoken"]
+if BEHIND_HTTPS_PROXY:
+    # Behind the proxy every request comes from its address: count per real client.
+    AXES_CLIENT_IP_CALLABLE = "backoffice.services_auth.client_ip"
 
 ADMINS = [
     tuple(item.split(":", 1)) if ":" in item else (item, item)
@@ -137,7 +206,6 @@ ENGINE_BACKOFF_BASE_SECONDS = env.int("ENGINE_BACKOFF_BASE_SECONDS", default=15)
 # Seeds of the run-time settings row (read once, when the row is first created).
 CONVERSION_THRESHOLD_USD = Decimal(env.str("CONVERSION_THRESHOLD_USD", default="20"))
 PLATFORM_FEE_PERCENT = Decimal(env.str("PLATFORM_FEE_PERCENT", default="3"))
-
 # Django-Q2: ORM broker on the default database unless REDIS_URL is set.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER: dict[str, object] = {
@@ -158,7 +226,8 @@ else:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # Deny unless a view opens itself (each webhook view checks its own signature).
+    "DEFAULT_PERMISSION_CLASSES": ["backoffice.api_permissions.DenyAll"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
     # Webhook rate limits per client address and web process (`backoffice.webhooks`): far

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework.exceptions import APIException
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -154,6 +155,7 @@ class NowPaymentsWebhookView(_RawWebhookView):
     """POST /webhooks/nowpayments/: a signed IPN for one payment."""
 
     provider = "nowpayments"
+    permission_classes = [AllowAny]  # open: the signature check is the authentication
     throttle_scope = "webhooks.nowpayments"
 
     def post(self, request: Request) -> Response:
@@ -187,6 +189,7 @@ class ChangeNowWebhookView(_RawWebhookView):
     an immediate poll of that exchange, it is never trusted for amounts or states."""
 
     provider = "changenow"
+    permission_classes = [AllowAny]  # open: the signature check is the authentication
     throttle_scope = "webhooks.changenow"
 
     def post(self, request: Request) -> Response:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client as HttpClient
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from batches.models import ConversionBatch
 from batches.services import batch_distribute, batch_sweep
@@ -27,9 +29,23 @@ BTC = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 
 
 def http_as(user: User) -> HttpClient:
+    """A test client signed in as `user`; with the user's authenticator, if any, already
+    checked for this session (as the login form does when it accepts the code)."""
     http = HttpClient()
     http.force_login(user)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is not None:
+        session = http.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
     return http
+
+
+@pytest.fixture
+def admin_client(admin_user: User) -> HttpClient:
+    """pytest-django's superuser client, with the authenticator superusers must have."""
+    TOTPDevice.objects.create(user=admin_user, name="authenticator", confirmed=True)
+    return http_as(admin_user)
 
 
 @pytest.fixture
@@ -177,7 +193,7 @@ def browser(django_db_setup: Any) -> Iterator[Any]:
 @pytest.fixture
 def login(browser: Any, live_server: Any) -> Iterator[Any]:
     """login(user) -> a Playwright page logged in through the admin's login form."""
-    from tests.personas import PASSWORD
+    from tests.personas import PASSWORD, totp_code_for
 
     contexts = []
 
@@ -191,6 +207,8 @@ def login(browser: Any, live_server: Any) -> Iterator[Any]:
         page.goto(f"{live_server.url}/admin/login/")
         page.fill("#id_username", user.get_username())
         page.fill("#id_password", PASSWORD)
+        if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+            page.fill("#id_otp_token", totp_code_for(user))
         page.click("input[type=submit]")
         page.wait_for_selector("#pending")
         return page
