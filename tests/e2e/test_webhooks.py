@@ -3,6 +3,9 @@ tampered IPNs, and signed ChangeNOW nudges that make the engine poll at once."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +15,17 @@ import requests
 
 from integrations.nowpayments.ipn import SIGNATURE_HEADER, sign_ipn
 from tests.e2e.conftest import StackFactory
-from tests.e2e.harness import Stack
+from tests.e2e.harness import Payment, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+_payment_ids = itertools.count(5_100_000_001)
+
+
+def _payment(stack: Stack, reference: str, usd: str) -> Payment:
+    # NOWPayments payment ids are integers; the intake refuses anything else.
+    return stack.payment(reference, usd, payment_id=str(next(_payment_ids)))
 
 
 def _accumulations(stack: Stack) -> list[tuple[object, ...]]:
@@ -34,7 +45,7 @@ def _outcomes(stack: Stack, provider: str) -> dict[str, int]:
 def test_it_credits_a_payment_once_however_often_and_in_whatever_order_it_arrives(
     stack: Stack,
 ) -> None:
-    payment = stack.payment("demo-instant-usdt", "42.17")
+    payment = _payment(stack, "demo-instant-usdt", "42.17")
     finished = stack.ipn_body(payment)
 
     # Reordered: "finished" arrives before "confirming", then "waiting" straggles in.
@@ -59,11 +70,12 @@ def test_it_credits_a_payment_once_however_often_and_in_whatever_order_it_arrive
 
 
 def test_it_refuses_tampered_unsigned_and_malformed_ipns(stack: Stack) -> None:
-    payment = stack.payment("demo-threshold-xmr", "19.99")
+    payment = _payment(stack, "demo-threshold-xmr", "19.99")
     body, signature = sign_ipn(stack.ipn_body(payment), "e2e-ipn-secret")
     tampered = body.replace(str(payment.eth).encode(), str(payment.eth * 10).encode())
     assert tampered != body
     _, wrong_key = sign_ipn(stack.ipn_body(payment), "not-the-secret")
+    raw_signature = hmac.new(b"e2e-ipn-secret", b"{not json\x00", hashlib.sha512).hexdigest()
 
     answers = [
         stack.post_ipn(stack.ipn_body(payment), body=tampered, signature=signature),
@@ -74,19 +86,32 @@ def test_it_refuses_tampered_unsigned_and_malformed_ipns(stack: Stack) -> None:
             headers={"Content-Type": "application/json"},
             timeout=10,
         ),
+        # Signed, but not JSON: kept for finance and answered 400 with the reason.
         requests.post(
             f"{stack.web_url}/webhooks/nowpayments/",
-            data=b"{not json",
-            headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature},
+            data=b"{not json\x00",
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: raw_signature},
+            timeout=10,
+        ),
+        # Thirty thousand brackets and a fake signature: refused before any parsing.
+        requests.post(
+            f"{stack.web_url}/webhooks/nowpayments/",
+            data=b"[" * 30_000,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: "ab" * 64},
             timeout=10,
         ),
     ]
 
-    assert [a.status_code for a in answers] == [401, 401, 401, 400]
+    assert [a.status_code for a in answers] == [401, 401, 401, 400, 401]
+    assert "not JSON" in answers[3].json()["error"]
     assert _accumulations(stack) == []
-    # Kept for the record, once per distinct body (the wrong key and the missing signature
-    # came with the same bytes).
-    assert _outcomes(stack, "nowpayments") == {"rejected": 3}
+    # Kept once per distinct body (the wrong key and the missing signature came with the
+    # same bytes); the signed one as unmatched, byte for byte.
+    assert _outcomes(stack, "nowpayments") == {"rejected": 3, "unmatched": 1}
+    assert (
+        bytes(stack.one("SELECT body FROM backoffice_webhookevent WHERE outcome = 'unmatched'"))
+        == b"{not json\x00"
+    )
     # The genuine delivery still goes through afterwards.
     genuine = stack.post_ipn(stack.ipn_body(payment))
     assert (genuine.status_code, genuine.json()["status"]) == (200, "applied")
@@ -98,7 +123,7 @@ def test_it_polls_an_exchange_at_once_when_a_signed_nudge_arrives(
     # Exchanges crawl (a minute per status) unless the sandbox clock is moved: the batch
     # waits in `converting` with nothing scheduled to look at it for a while.
     stack = make_stack(step_seconds=60)
-    stack.pay(*[stack.payment("demo-instant-usdt", "25.00") for _ in range(2)])
+    stack.pay(*[_payment(stack, "demo-instant-usdt", "25.00") for _ in range(2)])
     stack.start_cluster()
     sweep = stack.manage_json("sweep")
     assert sweep["created"] is True
@@ -145,6 +170,20 @@ def test_it_polls_an_exchange_at_once_when_a_signed_nudge_arrives(
     )
     assert str(batch_id)
 
+    # Replays of the very same signed nudge poll nothing more.
+    replays = [
+        requests.post(
+            f"{stack.web_url}/webhooks/changenow/",
+            data=answer.request.body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Signature": answer.request.headers["X-Signature"],
+            },
+            timeout=10,
+        ).json()["status"]
+        for _ in range(5)
+    ]
+    assert replays == ["duplicate"] * 5
     forged = stack.post_nudge(exchange_id, secret="not-the-secret")
     stale = stack.post_nudge(exchange_id, timestamp=int(time.time()) - 3600)
     unknown = stack.post_nudge("ffffffffffffff")
@@ -152,5 +191,7 @@ def test_it_polls_an_exchange_at_once_when_a_signed_nudge_arrives(
     assert (unknown.status_code, unknown.json()["status"]) == (200, "unknown_exchange")
     assert _outcomes(stack, "changenow") == {"nudged": 1, "rejected": 1, "unknown_exchange": 1}
     assert json.loads(
-        stack.one("SELECT body FROM backoffice_webhookevent WHERE outcome = 'unknown_exchange'")
+        bytes(
+            stack.one("SELECT body FROM backoffice_webhookevent WHERE outcome = 'unknown_exchange'")
+        )
     ) == {"id": "ffffffffffffff"}
