@@ -137,6 +137,9 @@ def demo_environment() -> dict[str, str]:
     env.setdefault("NOWPAYMENTS_IPN_SECRET", DEMO_IPN_SECRET)
     env.setdefault("CHANGENOW_WEBHOOK_SECRET", DEMO_NUDGE_SECRET)
     env.setdefault("CONVERSION_THRESHOLD_USD", DEMO_THRESHOLD_USD or "20")
+    # The demo's printed login opens the admin at once: no authenticator to enrol first.
+    # Production keeps two-factor sign-in on (the default).
+    env.setdefault("OTP_REQUIRED", "false")
     env.setdefault("WALLET_CONFIRMATIONS", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -315,9 +318,15 @@ def run() -> int:
         return 1
 
     web = f"http://127.0.0.1:{WEB_PORT}"
+    two_factor = (
+        "off for this demo (OTP_REQUIRED=false): the login opens the admin at once"
+        if env["OTP_REQUIRED"].strip().lower() in ("false", "0", "no", "off")
+        else "on: the admin first asks the superuser to enrol an authenticator app"
+    )
     print(
         f"\n  Back office:    {web}/admin/\n"
         f"  Login:          admin / {password}\n"
+        f"  Two-factor:     {two_factor}\n"
         f"  Sandbox:        {sandbox_url}  (ChangeNOW v2 + signer; state at "
         f"{sandbox_url}/_sandbox/state)\n"
         f"  Demo payments:  make demo-payments N=20\n"

@@ -228,7 +228,7 @@ def test_it_ends_a_lockout_after_15_minutes(operator: User) -> None:
         assert sign_in(http, operator.username).status_code == 302
 
 
-def test_a_superuser_sees_lockouts_and_unlocks_from_admin_audited(
+def test_it_shows_lockouts_to_a_superuser_who_unlocks_them_in_admin_audited(
     operator: User, admin_client: HttpClient, admin_user: User
 ) -> None:
     http = HttpClient()
@@ -245,7 +245,7 @@ def test_a_superuser_sees_lockouts_and_unlocks_from_admin_audited(
     assert sign_in(http, operator.username).status_code == 302
 
 
-def test_finance_roles_cannot_see_the_lockout_list(as_approver: HttpClient) -> None:
+def test_it_hides_the_lockout_list_from_finance_roles(as_approver: HttpClient) -> None:
     assert as_approver.get("/admin/axes/accessattempt/").status_code == 403
 
 
@@ -275,6 +275,6 @@ def test_it_hides_internal_apps_even_from_a_finance_user_granted_their_permissio
     assert http_as(approver).get("/admin/django_q/").status_code == 404
 
 
-def test_a_superuser_sees_everything(admin_client: HttpClient) -> None:
+def test_it_shows_a_superuser_everything(admin_client: HttpClient) -> None:
     apps = {app["app_label"] for app in admin_client.get("/admin/").context["available_apps"]}
     assert {"auth", "django_q", "axes", "otp_totp", "payouts"} <= apps
