@@ -364,7 +364,12 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         return attempts
 
     def transfers(self, obj: Any) -> list[Transfer]:
-        return list(Transfer.objects.filter(**{self.link_field: obj.pk}).order_by("id"))
+        # Kept on the object: the page's action buttons depend on them too (one query).
+        if getattr(obj, "_bo_transfers", None) is None:
+            obj._bo_transfers = list(
+                Transfer.objects.filter(**{self.link_field: obj.pk}).order_by("id")
+            )
+        return obj._bo_transfers
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         # The page leads with a formatted summary; the stored values stay one click away.
@@ -438,9 +443,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         }
 
     def object_actions(self, request: HttpRequest, obj: Any) -> list[dict[str, str]]:
-        pending = Transfer.objects.filter(
-            **{self.link_field: obj.pk}, state__in=Transfer.PENDING
-        ).exists()
+        pending = any(t.state in Transfer.PENDING for t in self.transfers(obj))
         shown = set(ORDER_ACTIONS) if not obj.is_terminal else {"cancel_transfer"}
         if not pending:
             shown -= {"speed_up", "cancel_transfer"}

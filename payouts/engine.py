@@ -331,9 +331,9 @@ def _needs_attention(
     kind: OrderKind, order_id: object, reason: str, code: str, actor: Actor
 ) -> str:
     order = kind.model.objects.get(pk=order_id)
-    if order.state == "needs_attention":
+    if order.state == "needs_attention" or order.is_terminal:
         _set_error(kind, order_id, code, reason)
-        return f"still needs attention: {reason[:200]}"
+        return f"{order.state}: {reason[:200]}"
     # Orders with money in flight stay polled (at the cap) while they wait for a person.
     poll_at = (
         timezone.now() + timedelta(seconds=BACKOFF_MAX_SECONDS)

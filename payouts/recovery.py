@@ -119,7 +119,7 @@ def order_release_and_close(
     released = Released(int(rows), Decimal(eth), Decimal(usdt), int(most))
     if not write_off and released.most_releases >= REPEATED_FAILURES:
         alert(
-            key=f"repeated_release:{kind.name}:{order_id}",
+            key=f"repeated_release:{kind.name}",
             kind="repeated_failure",
             message=f"rows of {kind.name} {str(order_id)[:8]} were released "
             f"{released.most_releases} times within a day; last cause: {reason[:300]}",

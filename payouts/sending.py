@@ -319,6 +319,10 @@ def _sign_original(
                 **_fee_fields(request.fees),
             )
             if updated != 1:
+                now_state = Transfer.objects.values_list("state", flat=True).get(pk=transfer.pk)
+                if now_state == Transfer.State.CLOSED:
+                    # Its order was closed meanwhile: these bytes are dropped, never sent.
+                    raise SendStopped("the order was closed while the transfer was signed")
                 raise SendError(f"transfer {transfer.pk} changed while it was being signed")
             TransferTx.objects.create(
                 transfer=transfer,

@@ -14,9 +14,9 @@ from backoffice.models import WebhookEvent
 from batches.models import ConversionBatch
 from payouts.models import Accumulation, AuditEvent, Payout, RuntimeSettings, Transfer
 from payouts.services import runtime_settings_get
-from tests.admin.conftest import SYSTEM, World, credit, messages_of, sweep, to_converting
+from tests.admin.conftest import SYSTEM, World, credit, messages_of, sweep
 from tests.conftest import Control
-from tests.factories import EIP55_ADDRESS, BatchFactory, ClientFactory, PayoutFactory
+from tests.factories import BatchFactory, ClientFactory, PayoutFactory
 from tests.payouts.test_engine import new_batch, step
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_force_close_first_shows_exactly_what_will_happen_and_changes_nothing(
     page = response.content.decode()
     assert response.status_code == 200
     assert "Force-close: are you sure?" in page
-    assert "Its 3 rows (0.06 ETH, $184.50) go back to pending" in page
+    assert "releases its 3 rows to pending" in page and "no funds left" in page
     assert 'name="reason"' in page and 'name="write_off"' in page
     reserved_batch.refresh_from_db()
     assert reserved_batch.state == "reserved"
@@ -114,39 +114,30 @@ def test_it_reports_done_and_skipped_orders_with_the_reason(
 
 
 def test_force_close_is_refused_while_a_broadcast_transaction_could_confirm(
-    as_approver: HttpClient, reserved_batch: ConversionBatch
+    as_approver: HttpClient, providers: Control
 ) -> None:
-    to_converting(reserved_batch, "cnx-broadcast")
-    Transfer.objects.create(
-        batch=reserved_batch,
-        asset="eth",
-        amount=reserved_batch.eth_total,
-        to_address=EIP55_ADDRESS,
-        from_address=EIP55_ADDRESS,
-        chain_id=1,
-        nonce=7,
-        state="broadcast",
-        raw_tx="0x02",
-        tx_hash="0x" + "ab" * 32,
-    )
-    page = act(as_approver, "force_close", [reserved_batch]).content.decode()
-    assert f"Transaction 0x{'ab' * 32} (broadcast) could still confirm" in page
-    refused = confirm(as_approver, "force_close", [reserved_batch], reason="stuck")
-    assert "could still confirm" in " ".join(messages_of(refused))
-    reserved_batch.refresh_from_db()
-    assert reserved_batch.state == "converting"
-    confirm(
-        as_approver,
-        "force_close",
-        [reserved_batch],
-        reason="refund seen on chain",
-        chain_checked="on",
-    )
-    reserved_batch.refresh_from_db()
-    assert reserved_batch.state == "force_closed"
-    assert Transfer.objects.get(batch=reserved_batch).state == "abandoned"
-    requested = AuditEvent.objects.get(kind="force_close_requested")
-    assert requested.data["chain_checked"] is True
+    providers.config(auto_mine=False)  # the deposit waits in the mempool
+    batch = new_batch()
+    step("batch", batch.pk)
+    step("batch", batch.pk)
+    pending = Transfer.objects.get(batch=batch)
+    assert pending.state == "broadcast"
+    page = act(as_approver, "force_close", [batch]).content.decode()
+    assert f"transaction {pending.tx_hash} (nonce 0) is broadcast and could" in page
+    refused = confirm(as_approver, "force_close", [batch], reason="stuck")
+    assert "could still be mined" in " ".join(messages_of(refused))
+    batch.refresh_from_db()
+    assert batch.state == "funds_sent"
+    # The way out the page names: cancel the transfer, let the cancel mine, then release.
+    done = confirm(as_approver, "cancel_transfer", [batch], reason="stuck in the mempool")
+    assert "Cancel the transfer: 1 done" in " ".join(messages_of(done))
+    providers.post("/_sandbox/mine", {"count": 2})
+    confirm(as_approver, "force_close", [batch], reason="cancel mined")
+    batch.refresh_from_db()
+    assert batch.state == "force_closed"
+    assert Transfer.objects.get(batch=batch).state == "cancelled"
+    assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 4
+    assert providers.state()["deposits"] == []
 
 
 def test_force_closing_a_payout_returns_its_rows_to_converted(
@@ -158,7 +149,7 @@ def test_force_closing_a_payout_returns_its_rows_to_converted(
     assert result.created == 2
     payout = Payout.objects.get(client=world.alpha)
     page = act(as_approver, "force_close", [payout], url="admin:payouts_payout_changelist")
-    assert "Its 2 rows (57.036000 USDT) go back to converted" in page.content.decode()
+    assert "releases its 2 rows to converted" in page.content.decode()
     assert "BTC on btc" in page.content.decode()
     confirm(
         as_approver,

@@ -15,7 +15,14 @@ from batches.models import ConversionBatch
 from batches.tasks import conversion_sweep
 from payouts import engine
 from payouts.models import Accumulation, Payout, Transfer
-from payouts.operator import order_force_close, order_force_complete, order_retry, order_sync
+from payouts.operator import (
+    OperatorError,
+    order_force_close,
+    order_force_complete,
+    order_provider_action,
+    order_retry,
+    order_sync,
+)
 from payouts.services import client_upsert, client_validate
 from payouts.tasks import sweep_payouts
 from payouts.transitions import Actor
@@ -60,9 +67,27 @@ def test_exchange_failed_or_refunded_after_the_deposit(providers: Control, outco
     batch = funded(providers)
     providers.script(batch.exchange_id, outcome=outcome)
     assert run_to("batch", batch.pk, providers, {"needs_attention"}) == "needs_attention"
+    # A person's word ("refund tx seen") never releases rows whose deposit mined.
+    with pytest.raises(OperatorError, match="refund"):
+        order_force_close(
+            kind="batch", order_id=batch.pk, actor=OPS, reason=f"{outcome}: refund tx seen"
+        )
+    assert Accumulation.objects.filter(batch=batch, state="converting").count() == 4
+    if outcome == "failed":  # ChangeNOW offers the refund: ask for it from the order
+        order_provider_action(
+            kind="batch", order_id=batch.pk, actor=OPS, reason="failed", which="refund"
+        )
+    providers.advance(60)
+    refund_hash = providers.exchange(batch.exchange_id)["refundHash"]
     order_force_close(
-        kind="batch", order_id=batch.pk, actor=OPS, reason=f"{outcome}: refund tx 0x1234 seen"
+        kind="batch",
+        order_id=batch.pk,
+        actor=OPS,
+        reason=f"{outcome}: refunded",
+        refund_tx=refund_hash,
     )
+    batch.refresh_from_db()
+    assert batch.refund_tx_hash == refund_hash and batch.loss_amount is not None
     assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 4
     assert Transfer.objects.filter(batch=batch).count() == 1
     assert_clean()
@@ -74,10 +99,13 @@ def test_expired_after_the_deposit_then_finished_by_support(providers: Control) 
     assert run_to("batch", batch.pk, providers, {"needs_attention"}) == "needs_attention"
     providers.script(batch.exchange_id, outcome="finished")
     providers.advance(60)
-    assert "finished" in order_sync(kind="batch", order_id=batch.pk, actor=OPS).detail
-    order_force_complete(kind="batch", order_id=batch.pk, actor=OPS, reason="support finished it")
+    # Money in flight is still followed: once ChangeNOW says finished, a sync completes it.
+    detail = order_sync(kind="batch", order_id=batch.pk, actor=OPS).detail
+    assert "finished" in detail and "completed" in detail
     batch.refresh_from_db()
     assert batch.state == "completed"
+    with pytest.raises(OperatorError, match="already completed"):
+        order_force_complete(kind="batch", order_id=batch.pk, actor=OPS, reason="support")
     assert_clean()
 
 
