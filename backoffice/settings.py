@@ -206,6 +206,10 @@ ENGINE_BACKOFF_BASE_SECONDS = env.int("ENGINE_BACKOFF_BASE_SECONDS", default=15)
 # Seeds of the run-time settings row (read once, when the row is first created).
 CONVERSION_THRESHOLD_USD = Decimal(env.str("CONVERSION_THRESHOLD_USD", default="20"))
 PLATFORM_FEE_PERCENT = Decimal(env.str("PLATFORM_FEE_PERCENT", default="3"))
+# Seeds the run-time setting `confirmations` (blocks deep before a transfer is final) when
+# the settings row is first created; the demo and the sandbox use 1.
+WALLET_CONFIRMATIONS = env.int("WALLET_CONFIRMATIONS", default=12)
+
 # Django-Q2: ORM broker on the default database unless REDIS_URL is set.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER: dict[str, object] = {
