@@ -615,7 +615,8 @@ def _payout_sweep_locked(
                 result.skipped.append(
                     {
                         "client": reference,
-                        "reason": f"below_direct_minimum:{runtime.direct_payout_min_usdt}",
+                        "reason": "below_direct_minimum:"
+                        + format_amount(runtime.direct_payout_min_usdt),
                     }
                 )
                 continue

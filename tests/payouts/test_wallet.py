@@ -1,0 +1,255 @@
+"""The host wallet through the engine, against the sandbox chain over HTTP: contiguous
+nonces, replacement of stuck transactions, confirmations and reorgs, Transfer logs, gas."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from backoffice.models import Alert
+from batches.models import ConversionBatch
+from batches.tasks import conversion_sweep
+from integrations.wallet.client import WalletClient
+from payouts import sending
+from payouts.models import Accumulation, Payout, Transfer, TransferTx
+from payouts.operator import OperatorError, order_force_close
+from payouts.services import runtime_settings_update
+from payouts.transitions import Actor
+from tests.conftest import Control
+from tests.factories import ClientFactory
+from tests.payouts.test_engine import USDT_DEST, credit, new_batch, run_to, step, sweep_payouts
+
+pytestmark = pytest.mark.django_db
+OPS = Actor.system("wallet-test")
+
+
+def settings_set(**changes: Any) -> None:
+    runtime_settings_update(changes=changes, actor=OPS, reason="test")
+
+
+def host_txs(providers: Control) -> list[dict[str, Any]]:
+    state = providers.state()
+    host = state["accounts"][0].lower()
+    return [t for t in state["transactions"] if (t["from"] or "").lower() == host]
+
+
+def mined_nonces(providers: Control) -> list[int]:
+    return sorted(t["nonce"] for t in host_txs(providers) if t["block"] is not None)
+
+
+def broadcast_batch(providers: Control) -> tuple[ConversionBatch, Transfer]:
+    batch = new_batch()
+    step("batch", batch.pk)
+    step("batch", batch.pk)
+    batch.refresh_from_db()
+    transfer = Transfer.objects.get(batch=batch)
+    assert transfer.state == "broadcast"
+    return batch, transfer
+
+
+def test_it_reuses_the_nonce_of_an_intent_whose_signing_failed_and_whose_order_failed(
+    providers: Control,
+) -> None:
+    batch = new_batch()
+    step("batch", batch.pk)
+    providers.fail(path="/rpc", rpc_method="eth_signTransaction", status=502, count=1)
+    step("batch", batch.pk)
+    intent = Transfer.objects.get(batch=batch)
+    assert (intent.state, intent.nonce) == ("intent", None)  # holds no nonce
+    batch.refresh_from_db()
+    providers.script(batch.exchange_id, outcome="expired")
+    assert step("batch", batch.pk).to_state == "failed"
+    intent.refresh_from_db()
+    assert intent.state == "closed"
+    again = ConversionBatch.objects.get(pk=conversion_sweep(actor=OPS).batch_id)
+    assert run_to("batch", again.pk, providers, {"completed"}) == "completed"
+    assert Transfer.objects.get(batch=again).nonce == 0
+    assert mined_nonces(providers) == [0]
+
+
+def test_it_speeds_up_a_transfer_stuck_in_the_mempool_after_the_limit(
+    providers: Control,
+) -> None:
+    providers.config(auto_mine=False)
+    settings_set(stuck_broadcast_minutes=5)
+    batch, transfer = broadcast_batch(providers)
+    assert sending.wallet_maintain(actor=OPS) == []  # not stuck yet
+    Transfer.objects.filter(pk=transfer.pk).update(
+        last_signed_at=timezone.now() - timedelta(minutes=6)
+    )
+    done = sending.wallet_maintain(actor=OPS)
+    assert len(done) == 1 and done[0].startswith("speed_up")
+    txs = list(TransferTx.objects.filter(transfer=transfer).order_by("id"))
+    assert [t.kind for t in txs] == ["original", "speed_up"]
+    assert txs[1].max_fee_per_gas >= txs[0].max_fee_per_gas * Decimal("1.125")
+    assert txs[1].max_priority_fee_per_gas >= txs[0].max_priority_fee_per_gas * Decimal("1.125")
+    assert {t.nonce for t in txs} == {transfer.nonce}
+    providers.post("/_sandbox/mine", {"count": 3})
+    assert run_to("batch", batch.pk, providers, {"completed"}) == "completed"
+    transfer.refresh_from_db()
+    assert transfer.mined_hash == txs[1].tx_hash
+    chain = {t["hash"]: t for t in host_txs(providers)}
+    assert chain[txs[0].tx_hash]["block"] is None and chain[txs[1].tx_hash]["block"] is not None
+    assert len(providers.state()["deposits"]) == 1
+
+
+def test_an_operator_speeds_up_and_then_cancels_by_command(providers: Control) -> None:
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    out = io.StringIO()
+    call_command(
+        "replace_transfer", "batch", str(batch.pk), "--reason", "slow", "--json", stdout=out
+    )
+    sped = json.loads(out.getvalue())
+    assert set(sped) == {"order_id", "nonce", "old_hash", "new_hash", "max_fee_per_gas", "kind"}
+    assert (sped["kind"], sped["nonce"], sped["old_hash"]) == ("speed_up", 0, transfer.tx_hash)
+    out = io.StringIO()
+    call_command(
+        "replace_transfer",
+        "batch",
+        str(batch.pk),
+        "--reason",
+        "exchange gone",
+        "--cancel",
+        "--json",
+        stdout=out,
+    )
+    cancelled = json.loads(out.getvalue())
+    assert cancelled["kind"] == "cancel" and cancelled["old_hash"] == sped["new_hash"]
+    assert int(cancelled["max_fee_per_gas"]) > int(sped["max_fee_per_gas"])
+    providers.post("/_sandbox/mine", {"count": 2})
+    # The cancel used the nonce: the payment can never mine, so the rows may be released.
+    result = order_force_close(kind="batch", order_id=batch.pk, actor=OPS, reason="cancelled")
+    assert result.done
+    transfer.refresh_from_db()
+    assert transfer.state == "cancelled" and transfer.mined_hash == cancelled["new_hash"]
+    mined = [t for t in host_txs(providers) if t["block"] is not None]
+    assert [t["hash"] for t in mined] == [cancelled["new_hash"]]
+    assert Decimal(mined[0]["eth"]) == 0 and providers.state()["deposits"] == []
+    assert Accumulation.objects.filter(state="pending").count() == 4
+    # Nothing pending any more: a further replacement is refused, exit status 1.
+    with pytest.raises(CommandError, match="no pending transfer|already force_closed"):
+        call_command("replace_transfer", "batch", str(batch.pk), "--reason", "x")
+
+
+def test_it_stops_at_the_fee_ceiling_and_alerts(providers: Control) -> None:
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    ceiling_gwei = Decimal(transfer.max_fee_per_gas) / Decimal(10**9)
+    settings_set(max_fee_per_gas_gwei=ceiling_gwei)
+    with pytest.raises(CommandError, match="ceiling"):
+        call_command("replace_transfer", "batch", str(batch.pk), "--reason", "slow")
+    assert Alert.objects.filter(kind="fee_ceiling").count() == 1
+    assert TransferTx.objects.filter(transfer=transfer).count() == 1
+
+
+def test_it_fills_the_nonce_of_a_lost_transfer_whose_order_ended_so_later_ones_mine(
+    providers: Control,
+) -> None:
+    providers.config(auto_mine=False)
+    first, lost = broadcast_batch(providers)
+    providers.post("/_sandbox/evict", {"hash": lost.tx_hash})  # the node forgot it
+    order_force_close(kind="batch", order_id=first.pk, actor=OPS, reason="gone", write_off=True)
+    ClientFactory(reference="next")
+    credit("next", 2)
+    second = ConversionBatch.objects.get(pk=conversion_sweep(actor=OPS).batch_id)
+    step("batch", second.pk)
+    step("batch", second.pk)  # signed at nonce 1 above the hole: the node refuses it
+    assert Transfer.objects.get(batch=second).nonce == 1
+    done = sending.wallet_maintain(actor=OPS)
+    assert any(line.startswith("cancel") for line in done), done
+    providers.post("/_sandbox/mine", {"count": 2})
+    sending.wallet_maintain(actor=OPS)
+    lost.refresh_from_db()
+    assert lost.state == "cancelled"
+    providers.post("/_sandbox/mine", {"count": 2})
+    assert run_to("batch", second.pk, providers, {"completed"}) == "completed"
+    assert mined_nonces(providers) == [0, 1]
+
+
+def direct_payout(providers: Control) -> Payout:
+    batch = new_batch()
+    assert run_to("batch", batch.pk, providers, {"completed"}) == "completed"
+    sweep_payouts()
+    return Payout.objects.get(client__reference="m0")  # instant, USDT on Ethereum
+
+
+def test_a_direct_payout_completes_only_when_final_and_once_after_a_reorg(
+    providers: Control,
+) -> None:
+    settings_set(confirmations=3)
+    payout = direct_payout(providers)
+    step("payout", payout.pk)
+    assert step("payout", payout.pk).note.startswith("mined, 1 confirmation")
+    providers.post("/_sandbox/mine", {"empty_blocks": 1})
+    assert step("payout", payout.pk).to_state == "funds_sent"  # 2 deep: not final
+    # The chain drops the block that held it (and the node forgets the transaction).
+    providers.post("/_sandbox/reorg", {"depth": 2, "drop": True})
+    step("payout", payout.pk)
+    transfer = Transfer.objects.get(payout=payout)
+    assert transfer.state in ("broadcast", "mined")  # re-sent from the stored bytes
+    for _ in range(4):
+        providers.post("/_sandbox/mine", {"count": 1})
+        step("payout", payout.pk)
+    payout.refresh_from_db()
+    assert payout.state == "completed"
+    transfer.refresh_from_db()
+    assert transfer.final_at is not None and transfer.gas_fee_wei > 0
+    assert TransferTx.objects.filter(transfer=transfer).count() == 1
+    received = providers.state()["balances"][USDT_DEST]["usdt"]
+    assert Decimal(received) == payout.usdt_amount  # paid once
+    assert set(Accumulation.objects.filter(payout=payout).values_list("state", flat=True)) == {
+        "paid"
+    }
+
+
+def test_a_token_receipt_without_its_transfer_log_does_not_complete_the_payout(
+    providers: Control, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payout = direct_payout(providers)
+    real = WalletClient.rpc
+
+    def logless(client: WalletClient, method: str, params: Any = ()) -> Any:
+        answer = real(client, method, params)
+        if method == "eth_getTransactionReceipt" and isinstance(answer, dict):
+            answer = {**answer, "logs": []}  # status 1, but no Transfer event
+        return answer
+
+    monkeypatch.setattr(WalletClient, "rpc", logless)
+    step("payout", payout.pk)
+    assert step("payout", payout.pk).to_state == "needs_attention"
+    payout.refresh_from_db()
+    assert "Transfer log" in payout.last_error
+    transfer = Transfer.objects.get(payout=payout)
+    assert (transfer.state, transfer.receipt_status) == ("reverted", 1)
+    assert set(Accumulation.objects.filter(payout=payout).values_list("state", flat=True)) == {
+        "paying"
+    }
+    # Status 1 without the log proves nothing either way: no release without a person.
+    with pytest.raises(OperatorError, match="funds left|may have left"):
+        order_force_close(kind="payout", order_id=payout.pk, actor=OPS, reason="x")
+
+
+def test_gas_is_recorded_from_each_receipt(providers: Control) -> None:
+    batch, transfer = broadcast_batch(providers)
+    run_to("batch", batch.pk, providers, {"completed"})
+    transfer.refresh_from_db()
+    receipt = sending.wallet().get_receipt(transfer.mined_hash)
+    assert receipt is not None
+    assert transfer.gas_fee_wei == receipt.gas_used * receipt.effective_gas_price > 0
+
+
+def test_direct_payouts_below_the_minimum_wait(providers: Control) -> None:
+    settings_set(direct_payout_min_usdt=Decimal("1000"))
+    batch = new_batch()
+    run_to("batch", batch.pk, providers, {"completed"})
+    result = sweep_payouts()
+    assert {"client": "m0", "reason": "below_direct_minimum:1000"} in result["skipped"]
+    assert not Payout.objects.filter(client__reference="m0").exists()
