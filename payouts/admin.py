@@ -367,7 +367,9 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         # Kept on the object: the page's action buttons depend on them too (one query).
         if getattr(obj, "_bo_transfers", None) is None:
             obj._bo_transfers = list(
-                Transfer.objects.filter(**{self.link_field: obj.pk}).order_by("id")
+                Transfer.objects.filter(**{self.link_field: obj.pk})
+                .prefetch_related("txs")
+                .order_by("id")
             )
         return obj._bo_transfers
 

@@ -84,7 +84,7 @@ def test_the_job_run_and_alert_lists_render_for_an_admin(
         assert admin_client.get(url).status_code == 200
 
 
-def test_object_pages_render_in_at_most_12_queries(
+def test_object_pages_render_in_at_most_14_queries(
     traced: World, as_approver: HttpClient, django_assert_max_num_queries: Any
 ) -> None:
     from decimal import Decimal
@@ -100,9 +100,11 @@ def test_object_pages_render_in_at_most_12_queries(
         reverse("admin:payouts_client_change", args=[traced.alpha.pk]),
         reverse("admin:payouts_accumulation_change", args=[traced.pending.pk]),
     ]
+    # 12 before this round, plus the approver's second-factor device and the transaction
+    # history of the order's transfers (one query for all of them, however many).
     for url in pages:
         as_approver.get(url)
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(14):
             assert as_approver.get(url).status_code == 200
 
 
