@@ -240,6 +240,9 @@ REST_FRAMEWORK = {
         "webhooks.nowpayments": env.str("WEBHOOK_THROTTLE_NOWPAYMENTS", default="6000/min"),
         "webhooks.changenow": env.str("WEBHOOK_THROTTLE_CHANGENOW", default="600/min"),
     },
+    # The client address the limits count: behind our proxy, the address it appended to
+    # X-Forwarded-For; otherwise the socket's. Never a header a sender can fill in itself.
+    "NUM_PROXIES": 1 if BEHIND_HTTPS_PROXY else 0,
 }
 
 # Inbound webhook bodies (DESIGN 12.6): at most this many bytes, nesting levels, characters

@@ -13,6 +13,10 @@ concurrent senders post pre-signed NOWPayments IPNs (every one a new payment) to
   latency is measured from each IPN's scheduled send time to its 200 answer (so a server that
   falls behind is charged for the wait, no coordinated omission).
 Then it checks that the number of accumulations created equals the number of IPNs sent.
+The same two runs then measure the ChangeNOW nudge endpoint with pre-signed nudges, each for
+a distinct exchange id (so none is a replay): signature, dedupe and the stored event; the
+exchanges are unknown to the database, so no poll is enqueued.
+Webhook rate limits are set far above the offered load, so they are counted but never hit.
 
 Part 2, sweep to exchange: a second fresh database with the sandbox, gunicorn and one Q
 cluster; payments cross the conversion threshold, then
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -47,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from integrations.changenow.nudge import sign_nudge  # noqa: E402
 from integrations.nowpayments.ipn import SIGNATURE_HEADER, sign_ipn  # noqa: E402
 from integrations.sandbox.config import DEFAULT_HOST_WALLET, DEFAULT_USDT_CONTRACT  # noqa: E402
 
@@ -54,8 +60,11 @@ PY = sys.executable
 GUNICORN = str(Path(PY).with_name("gunicorn"))
 IPN_SECRET = "bench-ipn-secret"  # noqa: S105 - a benchmark's own throwaway secret
 SECRET_KEY = "bench-secret-key-" + "b" * 50
+NUDGE_SECRET = "bench-nudge-secret"  # noqa: S105 - a benchmark's own throwaway secret
 CLIENTS = ("demo-instant-usdt", "demo-threshold-btc", "demo-threshold-xmr")
 HOST = "127.0.0.1"  # the only host this benchmark ever talks to
+# NOWPayments payment ids are integers: one sequence for every IPN of a run.
+_payment_ids = itertools.count(5_000_000_001)
 
 
 # --- processes and database ------------------------------------------------------------------
@@ -121,7 +130,10 @@ def environment(database_url: str, **extra: str) -> dict[str, str]:
             "ALLOWED_HOSTS": HOST,
             "SECURE_SSL_REDIRECT": "false",
             "NOWPAYMENTS_IPN_SECRET": IPN_SECRET,
-            "CHANGENOW_WEBHOOK_SECRET": "bench-nudge-secret",
+            "CHANGENOW_WEBHOOK_SECRET": NUDGE_SECRET,
+            # All senders share one address: limits far above the offered load.
+            "WEBHOOK_THROTTLE_NOWPAYMENTS": "10000000/min",
+            "WEBHOOK_THROTTLE_CHANGENOW": "10000000/min",
             "CHANGENOW_API_KEY": "bench",
             "HOST_WALLET_ADDRESS": DEFAULT_HOST_WALLET,
             "USDT_CONTRACT_ADDRESS": DEFAULT_USDT_CONTRACT,
@@ -215,7 +227,7 @@ def signed_ipns(count: int, run: str, amounts: list[Decimal] | None = None) -> l
         usd = amounts[index] if amounts else Decimal(500 + index % 1500).scaleb(-2)
         eth = (usd / 3000 * Decimal("0.995")).quantize(Decimal("1e-8"))
         payload = {
-            "payment_id": f"{run}-{index}",
+            "payment_id": next(_payment_ids),
             "payment_status": "finished",
             "price_amount": str(usd),
             "price_currency": "usd",
@@ -227,13 +239,29 @@ def signed_ipns(count: int, run: str, amounts: list[Decimal] | None = None) -> l
             "outcome_currency": "eth",
         }
         body, signature = sign_ipn(payload, IPN_SECRET)
-        head = (
-            f"POST /webhooks/nowpayments/ HTTP/1.1\r\nHost: {HOST}\r\n"
-            f"Content-Type: application/json\r\n{SIGNATURE_HEADER}: {signature}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        requests.append(head.encode() + body)
+        requests.append(http_post("/webhooks/nowpayments/", body, SIGNATURE_HEADER, signature))
     return requests
+
+
+def signed_nudges(count: int, run: str) -> list[bytes]:
+    """Complete nudge requests, signed now (the tolerance is 5 minutes, the runs are
+    shorter), one distinct exchange id each."""
+    requests = []
+    timestamp = int(time.time())
+    for index in range(count):
+        body = json.dumps({"id": f"{run}x{index:08d}"}).encode()
+        header = sign_nudge(body, NUDGE_SECRET, timestamp=timestamp)
+        requests.append(http_post("/webhooks/changenow/", body, "X-Signature", header))
+    return requests
+
+
+def http_post(path: str, body: bytes, header: str, value: str) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\n"
+        f"Content-Type: application/json\r\n{header}: {value}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def post(port: int, request: bytes, timeout: float) -> int:
@@ -318,7 +346,7 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-def describe(name: str, result: RunResult) -> dict[str, Any]:
+def describe(name: str, result: RunResult, unit: str = "IPN") -> dict[str, Any]:
     ms = [v * 1000 for v in result.latencies]
     summary = {
         "run": name,
@@ -334,7 +362,7 @@ def describe(name: str, result: RunResult) -> dict[str, Any]:
     }
     print(
         f"  {name:<22} {summary['answered_200']:>6}/{summary['sent']:<6} in "
-        f"{summary['seconds']:>6} s = {summary['ipn_per_s']:>7} IPN/s | "
+        f"{summary['seconds']:>6} s = {summary['ipn_per_s']:>7} {unit}/s | "
         f"p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, p99 {summary['p99_ms']} ms, "
         f"max {summary['max_ms']} ms | errors {result.errors or 'none'}",
         flush=True,
@@ -374,7 +402,7 @@ def bench_intake(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             f"  accumulations created: {created}; IPNs answered 200: {answered}; "
             f"events applied: {applied} -> {'OK' if created == answered == applied else 'MISMATCH'}"
         )
-        return {
+        figures: dict[str, Any] = {
             "server": command,
             "saturation": saturation,
             "paced": paced_run,
@@ -382,10 +410,43 @@ def bench_intake(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "answered_200": answered,
             "counts_match": created == answered == applied,
         }
+        if not args.skip_nudge:
+            figures["nudge"] = bench_nudges(args, port, run, db)
+            figures["counts_match"] = figures["counts_match"] and figures["nudge"]["counts_match"]
+        return figures
     finally:
         procs.stop()
         if not args.keep_db:
             db.drop()
+
+
+def bench_nudges(args: argparse.Namespace, port: int, run: str, db: Database) -> dict[str, Any]:
+    print(f"nudges: the same server, {args.senders} senders")
+    saturation = describe(
+        "nudge saturation",
+        asyncio.run(
+            saturate(port, signed_nudges(args.requests, f"{run}s"), args.senders, args.duration)
+        ),
+        "nudge",
+    )
+    rate_count = max(args.senders, int(args.rate * args.paced_seconds))
+    paced_run = describe(
+        f"nudge paced at {args.rate:g}/s",
+        asyncio.run(paced(port, signed_nudges(rate_count, f"{run}p"), args.senders, args.rate)),
+        "nudge",
+    )
+    answered = saturation["answered_200"] + paced_run["answered_200"]
+    stored = db.one("SELECT count(*) FROM backoffice_webhookevent WHERE provider = 'changenow'")
+    print(
+        f"  nudge events stored: {stored}; nudges answered 200: {answered} -> "
+        f"{'OK' if stored == answered else 'MISMATCH'}"
+    )
+    return {
+        "saturation": saturation,
+        "paced": paced_run,
+        "stored": stored,
+        "counts_match": stored == answered,
+    }
 
 
 # --- part 2 ----------------------------------------------------------------------------------
@@ -493,6 +554,7 @@ def main() -> int:
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the server")
     parser.add_argument("--rounds", type=int, default=2, help="sweep-to-exchange rounds")
     parser.add_argument("--skip-intake", action="store_true")
+    parser.add_argument("--skip-nudge", action="store_true", help="no nudge endpoint runs")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

@@ -481,6 +481,20 @@ def test_a_flood_from_one_address_is_answered_429_with_retry_after(acme: None) -
     assert Accumulation.objects.count() == 3
 
 
+def test_a_forwarded_for_header_does_not_buy_a_new_allowance(acme: None) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    with throttled_to("2/min"):
+        answers = [
+            HttpClient(HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
+            .post(CN_URL, data=b"{}", content_type="application/json")
+            .status_code
+            for n in range(3)
+        ]
+    assert answers == [401, 401, 429]
+
+
 def test_an_empty_rate_means_no_limit(acme: None) -> None:
     from django.core.cache import cache
 
