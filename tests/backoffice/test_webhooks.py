@@ -426,6 +426,29 @@ def test_a_failed_application_is_rolled_back_and_the_event_is_still_stored(
     assert post_ipn(ipn()).json()["status"] == "duplicate"
 
 
+def test_a_database_error_in_the_application_leaves_the_event_stored(acme: None) -> None:
+    from unittest import mock
+
+    from django.db import connection
+
+    import payouts.services
+
+    real = payouts.services.accumulation_record
+
+    def credit_then_break_the_transaction(**kwargs: Any) -> Any:
+        real(**kwargs)
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1 / 0")  # aborts the transaction, not only the statement
+
+    with mock.patch.object(
+        payouts.services, "accumulation_record", credit_then_break_the_transaction
+    ):
+        response = post_ipn(ipn())
+    assert (response.status_code, response.json()["status"]) == (200, "unmatched")
+    assert not Accumulation.objects.exists()
+    assert "DataError: division by zero" in WebhookEvent.objects.get().reason
+
+
 def test_any_other_failure_in_the_view_is_a_logged_4xx_never_a_500(
     acme: None, caplog: pytest.LogCaptureFixture
 ) -> None:
