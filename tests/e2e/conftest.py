@@ -39,7 +39,14 @@ class StackFactory:
         self.workdir = workdir
         self.stacks: list[Stack] = []
 
-    def __call__(self, *, redis_url: str | None = None, web: bool = True, **knobs: Any) -> Stack:
+    def __call__(
+        self,
+        *,
+        redis_url: str | None = None,
+        web: bool = True,
+        requests_logged: bool = False,
+        **knobs: Any,
+    ) -> Stack:
         workdir = self.workdir / f"stack{len(self.stacks) + 1}"
         workdir.mkdir(parents=True, exist_ok=True)
         # Fast exchanges and reproducible sandbox ids, jitter and faults unless told otherwise.
@@ -50,6 +57,7 @@ class StackFactory:
             workdir=workdir,
             redis_url=redis_url,
             sandbox_knobs=knobs,
+            sandbox_requests_logged=requests_logged,
         )
         self.stacks.append(stack)
         return stack.start(web=web)

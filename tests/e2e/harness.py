@@ -18,6 +18,7 @@ import ctypes
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,6 +57,8 @@ PR_SET_PDEATHSIG = 1
 
 T = TypeVar("T")
 _names = itertools.count(1)
+# One line of the sandbox's request log: ... "POST /rpc HTTP/1.1" 502 -
+_REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
 
 
 def free_port() -> int:
@@ -356,6 +359,9 @@ class Stack:
     workdir: Path
     redis_url: str | None = None
     sandbox_knobs: dict[str, str] = field(default_factory=dict)
+    # Log every request the sandbox answers (with its status): lets a test count the
+    # faults the sandbox injected at random (`sandbox_statuses`).
+    sandbox_requests_logged: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
     db_name: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -372,9 +378,10 @@ class Stack:
         self.env = base_env(self.server.url(self.db_name), self.redis_url)
         sandbox_env = dict(self.env)
         sandbox_env.update({f"SANDBOX_{k.upper()}": str(v) for k, v in self.sandbox_knobs.items()})
-        box = self._spawn(
-            "sandbox", [PY, "manage.py", "sandbox", "--port", "0"], env=sandbox_env
-        ).wait_for_log("sandbox listening on ")
+        argv = [PY, "manage.py", "sandbox", "--port", "0"]
+        if self.sandbox_requests_logged:
+            argv.append("--verbose-requests")
+        box = self._spawn("sandbox", argv, env=sandbox_env).wait_for_log("sandbox listening on ")
         url = box.split("sandbox listening on ", 1)[1].split()[0]
         self.sandbox = Sandbox(url)
         self.env.update({"CHANGENOW_API_URL": url, "WALLET_RPC_URL": f"{url}/rpc"})
@@ -468,7 +475,11 @@ class Stack:
     ) -> Payment:
         usd = Decimal(usd)
         eth = (usd / ETH_PRICE_USD * Decimal("0.995")).quantize(Decimal("1e-8"), ROUND_DOWN)
-        return Payment(payment_id or f"{self.db_name}-{next(self._payments)}", reference, usd, eth)
+        # NOWPayments' payment ids are digits (intake refuses anything else): this stack's
+        # database number, then a counter.
+        number = "".join(ch for ch in self.db_name if ch.isdigit())
+        payment_id = payment_id or f"{number}{next(self._payments):06d}"
+        return Payment(payment_id, reference, usd, eth)
 
     def ipn_body(self, payment: Payment, *, status: str = "finished") -> dict[str, Any]:
         return {
@@ -594,6 +605,17 @@ class Stack:
     def batch_ids(self) -> list[Any]:
         return [r[0] for r in self.rows("SELECT id FROM batches_conversionbatch ORDER BY 1")]
 
+    def sandbox_statuses(self, path_prefix: str = "") -> dict[int, int]:
+        """How many requests the sandbox answered with each HTTP status (its request log;
+        needs `sandbox_requests_logged`), for paths starting with `path_prefix`."""
+        assert self.sandbox_requests_logged, "start the stack with sandbox_requests_logged"
+        counts: dict[int, int] = {}
+        for match in _REQUEST_LINE.finditer(self.procs["sandbox"].log()):
+            if match["path"].startswith(path_prefix):
+                status = int(match["status"])
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
 
 # --- the books -------------------------------------------------------------------------------
 
@@ -682,3 +704,177 @@ def assert_reconcile_ok(stack: Stack) -> dict[str, Any]:
     report = stack.manage_json("reconcile", check=False)
     assert report["ok"] is True, json.dumps(report, indent=1, default=str)
     return report
+
+
+# --- checks after chaos (operator actions, kills, faults) -------------------------------------
+#
+# `assert_books_balance` allows one broadcast transaction per order; after operators replaced
+# or cancelled transactions an order may have several, of which at most one may pay. These
+# checks state the money rules for that world from our tables and the sandbox's ledger.
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    kind: str  # "batch" | "payout"
+    order_id: str
+    transfer_id: int
+    tx_kind: str  # "original" | "speed_up" | "cancel"
+
+
+def signed_transactions(stack: Stack) -> dict[str, SignedTx]:
+    """Every transaction we ever signed (originals, speed-ups, cancels), by lower-case hash."""
+    return {
+        tx_hash: SignedTx(kind, order_id, transfer_id, tx_kind)
+        for tx_hash, kind, order_id, transfer_id, tx_kind in stack.rows(
+            "SELECT lower(x.tx_hash), CASE WHEN t.batch_id IS NULL THEN 'payout' ELSE 'batch' END, "
+            "coalesce(t.batch_id::text, t.payout_id::text), t.id, x.kind "
+            "FROM payouts_transfertx x JOIN payouts_transfer t ON t.id = x.transfer_id"
+        )
+    }
+
+
+def host_deposits(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payments the sandbox chain moved out of the host wallet (exchange deposits and
+    direct USDT payouts), mined and not undone."""
+    return [d for d in state["deposits"] if d["from"].lower() == HOST_WALLET.lower()]
+
+
+def assert_one_deposit_per_order(stack: Stack, state: dict[str, Any]) -> dict[str, str]:
+    """Every payment that left the host wallet is one we signed, no order (and no exchange)
+    received two, and the sandbox credited each; returns {order id: deposit hash}."""
+    signed = signed_transactions(stack)
+    notes = [d for d in state["deposits"] if d["note"]]
+    assert not notes, f"deposits the sandbox did not credit: {notes}"
+    by_order: dict[str, list[str]] = {}
+    by_exchange: dict[str, int] = {}
+    for deposit in host_deposits(state):
+        tx = signed.get(deposit["tx_hash"].lower())
+        assert tx is not None, f"a payment left the host wallet that we never signed: {deposit}"
+        assert tx.tx_kind != "cancel", f"a cancel moved funds: {deposit}"
+        by_order.setdefault(tx.order_id, []).append(deposit["tx_hash"].lower())
+        if deposit["exchange_id"]:
+            by_exchange[deposit["exchange_id"]] = by_exchange.get(deposit["exchange_id"], 0) + 1
+    twice = {order: hashes for order, hashes in by_order.items() if len(hashes) > 1}
+    assert not twice, f"orders paid more than once: {twice}"
+    assert all(n == 1 for n in by_exchange.values()), f"exchanges funded twice: {by_exchange}"
+    return {order: hashes[0] for order, hashes in by_order.items()}
+
+
+def assert_deposits_agree_with_transfers(stack: Stack, state: dict[str, Any]) -> None:
+    """The sandbox's ledger and our transfers say the same: each payment on chain is exactly
+    one transfer we hold as mined (same hash, asset, amount, recipient), and each transfer we
+    hold as mined is on chain; every host-wallet transaction on chain is one we stored."""
+    on_chain = {
+        d["tx_hash"].lower(): (d["asset"], Decimal(d["amount"]), d["to"].lower())
+        for d in host_deposits(state)
+    }
+    ours = {
+        tx_hash: (asset, amount.normalize(), to.lower())
+        for tx_hash, asset, amount, to in stack.rows(
+            "SELECT lower(mined_hash), asset, amount, to_address FROM payouts_transfer "
+            "WHERE state = 'mined'"
+        )
+    }
+    on_chain = {h: (a, amount.normalize(), to) for h, (a, amount, to) in on_chain.items()}
+    missing = {h: v for h, v in on_chain.items() if ours.get(h) != v}
+    extra = {h: v for h, v in ours.items() if on_chain.get(h) != v}
+    assert not missing and not extra, (
+        f"chain payments unlike our mined transfers: {missing}; "
+        f"our mined transfers unlike the chain: {extra}"
+    )
+    stored = set(signed_transactions(stack))
+    host_txs = {
+        t["hash"].lower() for t in state["transactions"] if t["from"].lower() == HOST_WALLET.lower()
+    }
+    assert host_txs <= stored, f"host transactions we never stored: {host_txs - stored}"
+
+
+# Each accumulation's state against its links: exactly one place for every row.
+_MISPLACED_ROWS = """
+SELECT a.id, a.state, b.state, p.state
+FROM payouts_accumulation a
+LEFT JOIN batches_conversionbatch b ON b.id = a.batch_id
+LEFT JOIN payouts_payout p ON p.id = a.payout_id
+WHERE NOT CASE a.state
+    WHEN 'pending' THEN a.batch_id IS NULL AND a.payout_id IS NULL
+    WHEN 'converting' THEN a.payout_id IS NULL AND b.state IN
+        ('reserved', 'exchange_created', 'funds_sent', 'converting', 'needs_attention')
+    WHEN 'converted' THEN a.payout_id IS NULL AND b.state = 'completed' AND a.usdt IS NOT NULL
+    WHEN 'paying' THEN b.state = 'completed' AND a.usdt IS NOT NULL AND p.state IN
+        ('reserved', 'exchange_created', 'funds_sent', 'converting', 'needs_attention')
+    WHEN 'paid' THEN b.state = 'completed' AND p.state = 'completed'
+    WHEN 'written_off' THEN (a.payout_id IS NULL AND b.state = 'force_closed')
+        OR (b.state = 'completed' AND p.state = 'force_closed')
+    ELSE false END
+"""
+
+
+def assert_rows_in_one_place(stack: Stack) -> None:
+    misplaced = stack.rows(_MISPLACED_ROWS)
+    assert not misplaced, f"accumulations whose state disagrees with their links: {misplaced}"
+
+
+def released_orders(stack: Stack) -> list[tuple[str, str, str]]:
+    """(kind, order id, refund hash) of every order that released its rows back (a failure
+    or a force-close without write-off)."""
+    return [
+        ("batch" if object_type == "conversionbatch" else "payout", object_id, refund or "")
+        for object_type, object_id, refund in stack.rows(
+            "SELECT e.object_type, e.object_id, coalesce(b.refund_tx_hash, p.refund_tx_hash) "
+            "FROM payouts_auditevent e "
+            "LEFT JOIN batches_conversionbatch b ON e.object_type = 'conversionbatch' "
+            "AND b.id::text = e.object_id "
+            "LEFT JOIN payouts_payout p ON e.object_type = 'payout' AND p.id::text = e.object_id "
+            "WHERE e.kind = 'transition' AND e.to_state IN ('failed', 'force_closed') "
+            "AND e.data->>'accumulations' NOT LIKE '%%written_off'"
+        )
+    ]
+
+
+def assert_no_release_after_a_deposit(stack: Stack, deposits: dict[str, str]) -> int:
+    """No order released its rows while its payment reached the chain, unless a refund was
+    proved; returns how many orders released rows."""
+    released = released_orders(stack)
+    paid_and_released = [
+        (kind, order, deposits[order])
+        for kind, order, refund in released
+        if order in deposits and not refund
+    ]
+    assert not paid_and_released, (
+        f"rows released although the order's payment mined (no refund proved): {paid_and_released}"
+    )
+    return len(released)
+
+
+def assert_nonces_contiguous(state: dict[str, Any]) -> int:
+    """Every nonce 0..n-1 of the host wallet used by exactly one mined transaction, and
+    nothing of the host wallet left waiting in the mempool; returns n."""
+    host = HOST_WALLET.lower()
+    mined = sorted(
+        t["nonce"]
+        for t in state["transactions"]
+        if t["from"].lower() == host and t["block"] is not None
+    )
+    assert mined == list(range(len(mined))), f"host wallet nonces on chain: {mined}"
+    confirmed = state["balances"][HOST_WALLET]["nonce"]
+    assert confirmed == len(mined), f"the chain counts {confirmed} nonces, {len(mined)} mined"
+    waiting = [
+        t["hash"] for t in state["transactions"] if t["from"].lower() == host and t["pending"]
+    ]
+    assert not waiting, f"host transactions still pending: {waiting}"
+    return len(mined)
+
+
+def report_figures(request: Any, title: str, figures: dict[str, Any]) -> str:
+    """Show a test's figures: on the terminal (capture or not), in the captured output, and
+    as junit properties. Returns the line, for assertion messages."""
+    line = f"{title}: " + ", ".join(f"{k}={v}" for k, v in figures.items())
+    print(line)
+    for name, value in figures.items():
+        request.node.user_properties.append((name, value))
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    terminal = request.config.pluginmanager.getplugin("terminalreporter")
+    if capture is not None and terminal is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(f"\n{line}")
+    return line
