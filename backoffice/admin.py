@@ -17,8 +17,8 @@ from backoffice.operations import alert_acknowledge, alert_resolve
 from backoffice.services import REVERSAL_REASON, ResolveError, webhook_event_resolve
 from integrations.errors import MalformedPayload
 from integrations.nowpayments.ipn import parse_ipn_body
-from payouts.admin import DATE_FILTER
-from payouts.admin_support import (
+from payouts.admin.shared import DATE_FILTER
+from payouts.admin.support import (
     ActionSpec,
     InputFilter,
     ReadOnlyAdmin,

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.services import REVERSAL_REASON
-from payouts.admin_support import (
+from payouts.admin.support import (
     STUCK_LIMIT_FIELDS,
     age,
     fmt_decimal,

@@ -12,8 +12,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from batches.models import ConversionBatch
-from payouts.admin import DATE_FILTER, FundedOrderAdmin
-from payouts.admin_support import (
+from payouts.admin.orders import FundedOrderAdmin
+from payouts.admin.shared import DATE_FILTER
+from payouts.admin.support import (
     StuckFilter,
     admin_url,
     datetime_column,

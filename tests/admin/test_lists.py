@@ -11,7 +11,7 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from payouts.admin_support import CappedCountPaginator
+from payouts.admin.support import CappedCountPaginator
 from payouts.models import Accumulation, AuditEvent, ExchangeAttempt, Transfer
 from tests.admin.conftest import World, credit, sweep
 from tests.factories import EIP55_ADDRESS, ClientFactory
