@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "integrations",
     "payouts",
     "batches",
+    "ledger",
     "backoffice",
     "backoffice.staff_security",
 ]

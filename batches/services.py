@@ -33,6 +33,7 @@ from integrations.assets import (
 )
 from payouts.locks import advisory_lock
 from payouts.models import Accumulation
+from payouts.postings import batch_post_completed
 from payouts.services import runtime_settings_get
 from payouts.transitions import Actor, TransitionError, audit_record, check_move, transition
 
@@ -331,6 +332,8 @@ def batch_distribute(
                 "accumulations": "converting -> converted",
             },
         )
+        batch.refresh_from_db()
+        batch_post_completed(batch=batch, actor=actor)
     return DistributionResult(
         batch_id=str(batch.pk),
         applied=True,

@@ -26,6 +26,7 @@ from integrations.errors import ProviderError
 from integrations.wallet import abi
 from integrations.wallet.client import WalletClient
 from payouts.models import Accumulation, ExchangeAttempt, Transfer, TransferTx
+from payouts.postings import order_post_refund, order_post_write_off
 from payouts.sending import alert, host_address, transfer_check, tx_hash_valid, wallet
 from payouts.services import runtime_settings_get
 from payouts.transitions import Actor, check_move, transition
@@ -116,7 +117,8 @@ def order_release_and_close(
                 **(data or {}),
             },
         )
-    released = Released(int(rows), Decimal(eth), Decimal(usdt), int(most))
+        released = Released(int(rows), Decimal(eth), Decimal(usdt), int(most))
+        _post_close(kind, order, released, updates or {}, write_off, actor, reason)
     if not write_off and released.most_releases >= REPEATED_FAILURES:
         alert(
             key=f"repeated_release:{kind.name}",
@@ -125,6 +127,32 @@ def order_release_and_close(
             f"{released.most_releases} times within a day; last cause: {reason[:300]}",
         )
     return released
+
+
+def _post_close(
+    kind: Any,
+    order: Any,
+    released: Released,
+    updates: dict[str, Any],
+    write_off: bool,
+    actor: Actor,
+    reason: str,
+) -> None:
+    """Book what closing the order meant for the money: a proved refund and its shortfall,
+    and/or the write-off of the rows' claim."""
+    if updates.get("refund_tx_hash"):
+        order_post_refund(
+            kind=kind,
+            order=order,
+            asset=updates["loss_asset"],
+            refund=updates["refund_received"],
+            loss=updates["loss_amount"],
+            tx_hash=updates["refund_tx_hash"],
+            actor=actor,
+        )
+    if write_off:
+        total = released.eth if kind.rows_state == "converting" else released.usdt
+        order_post_write_off(kind=kind, order=order, total=total, actor=actor, reason=reason)
 
 
 # --- did money leave? ---------------------------------------------------------------------

@@ -43,6 +43,7 @@ from integrations.wallet.client import (
 )
 from payouts.locks import advisory_lock
 from payouts.models import Transfer, TransferTx
+from payouts.postings import transfer_post_final
 from payouts.services import runtime_settings_get
 from payouts.signals import engine_alert
 from payouts.transitions import Actor, audit_record
@@ -425,16 +426,22 @@ def transfer_check(
         final = depth >= needed
         first_time = transfer.state != state or transfer.mined_hash != tx_hash
         now = timezone.now()
-        Transfer.objects.filter(pk=transfer.pk).update(
-            state=state,
-            mined_hash=tx_hash,
-            receipt_status=receipt.status,
-            block_number=receipt.block_number,
-            block_hash=receipt.block_hash or "",
-            gas_fee_wei=receipt.fee_wei,
-            mined_at=transfer.mined_at or now,
-            final_at=now if final else None,
-        )
+        with transaction.atomic():
+            # Filtered on final_at: of two checkers racing, only one makes it final and
+            # books it.
+            updated = Transfer.objects.filter(pk=transfer.pk, final_at__isnull=True).update(
+                state=state,
+                mined_hash=tx_hash,
+                receipt_status=receipt.status,
+                block_number=receipt.block_number,
+                block_hash=receipt.block_hash or "",
+                gas_fee_wei=receipt.fee_wei,
+                mined_at=transfer.mined_at or now,
+                final_at=now if final else None,
+            )
+            if updated and final:
+                transfer.refresh_from_db()
+                transfer_post_final(transfer=transfer, actor=actor)
         if first_time:
             transfer.refresh_from_db()
             _audit(

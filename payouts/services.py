@@ -709,6 +709,7 @@ def payout_complete(*, payout_id: Any, amount_to: Decimal | None, actor: Actor) 
     from django.db import connection
 
     from payouts.models import Payout
+    from payouts.postings import payout_post_completed
     from payouts.transitions import check_move, transition
 
     check_move(Accumulation, "paying", "paid")
@@ -739,4 +740,5 @@ def payout_complete(*, payout_id: Any, amount_to: Decimal | None, actor: Actor) 
                 "accumulations": "paying -> paid",
             },
         )
+        payout_post_completed(payout=payout, actor=actor)
     return True
