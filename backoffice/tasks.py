@@ -41,7 +41,7 @@ def watchdog() -> dict[str, Any]:
 
 
 def reconcile() -> dict[str, Any]:
-    from backoffice.operations import reconcile_run
+    from backoffice.reconcile import reconcile_run
 
     with job_heartbeat("reconcile") as summary:
         report = reconcile_run(alert=True)

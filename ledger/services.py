@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from ledger.models import Account, LedgerTransaction
 
@@ -86,7 +86,7 @@ def ledger_post(
     _check_balanced(kind, legs)
     names = [line[0] for line in legs]
     assets = [line[1] for line in legs]
-    with connection.cursor() as cur:
+    with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_ACCOUNTS_SQL, [names, assets])
         header = LedgerTransaction.objects.create(
             kind=kind, memo=memo[:2000], actor=actor, tx_hash=tx_hash, **(links or {})

@@ -119,11 +119,33 @@ def control(sandbox: SandboxServer) -> Control:
 
 
 @pytest.fixture
-def providers(sandbox: SandboxServer, settings: Any) -> Control:
-    """Point the application's provider settings at the sandbox; returns its control API."""
+def providers(sandbox: SandboxServer, settings: Any, request: pytest.FixtureRequest) -> Control:
+    """Point the application's provider settings at the sandbox; returns its control API.
+    In a database test the host wallet's opening balance is booked, as bootstrap does."""
     config = sandbox.app.config
     settings.CHANGENOW_API_URL = sandbox.url
     settings.WALLET_RPC_URL = sandbox.rpc_url
     settings.HOST_WALLET_ADDRESS = config.host_wallet
     settings.USDT_CONTRACT_ADDRESS = config.usdt_contract
+    if request.node.get_closest_marker("django_db") is not None or {
+        "db",
+        "transactional_db",
+    } & set(request.fixturenames):
+        request.getfixturevalue("db")
+        from payouts.custody import opening_post
+        from payouts.engine import wallet
+
+        opening_post(wallet=wallet(), actor=Actor.system("bootstrap"))
     return Control(sandbox)
+
+
+def nowpayments_pay(eth: Any, *, to: str | None = None) -> str:
+    """NOWPayments pays a finished payment's outcome into the host wallet on the sandbox
+    chain, as it does before sending the IPN; returns the transaction hash."""
+    from django.conf import settings
+
+    body = {"asset": "eth", "amount": str(eth), **({"to": to} if to else {})}
+    sandbox_url = settings.WALLET_RPC_URL.removesuffix("/rpc")
+    response = requests.post(f"{sandbox_url}/_sandbox/pay", json=body, timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()["tx_hash"]

@@ -272,6 +272,15 @@ class Chain:
             )
         raise ValueError(f"the sandbox chain has no asset {asset!r}")
 
+    def pay_settled(self, sender: str, recipient: str, asset: str, units: int) -> str:
+        """``pay``, mined at once in a block of its own: a provider's payment that it reports
+        only once it is on chain (NOWPayments' payout, ChangeNOW's ``finished``). Left in
+        the mempool only if an earlier transaction of the sender blocks it."""
+        tx_hash = self.pay(sender, recipient, asset, units)
+        if tx_hash in self.pending and self.executable([tx_hash]) == [tx_hash]:
+            self.mine_block([tx_hash])
+        return tx_hash
+
     # -- mining ------------------------------------------------------------------------
 
     def executable(self, candidates: list[str] | None = None) -> list[str]:

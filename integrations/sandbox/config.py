@@ -17,6 +17,9 @@ DEFAULT_USDT_CONTRACT = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
 # holds a key for (keccak-256 of "sandbox changenow hot wallet"), so our signer can never sign
 # for it and nothing but the simulated exchange can move its funds.
 DEFAULT_CHANGENOW_HOT_WALLET = "0x060d6787198f2dDeAc2604fd03dE808a9A9f885B"
+# NOWPayments' payout wallet: a finished payment's outcome reaches the host wallet from it
+# (POST /_sandbox/pay) before its IPN is sent. keccak-256 of "sandbox nowpayments wallet".
+DEFAULT_NOWPAYMENTS_WALLET = "0x245dc71AF3Aa85058D558F7a78da8ED0DC87D9Fe"
 
 # USD prices the sandbox quotes with. Rates move only through the per-exchange jitter.
 DEFAULT_PRICES_USD: dict[str, Decimal] = {
@@ -60,6 +63,7 @@ class SandboxConfig:
     # The account refunds are sent from, and what it holds at start: generous, so a refund
     # never fails for want of funds (the sandbox also tops it up if a test drained it).
     changenow_hot_wallet: str = DEFAULT_CHANGENOW_HOT_WALLET
+    nowpayments_wallet: str = DEFAULT_NOWPAYMENTS_WALLET
     hot_wallet_eth: Decimal = Decimal("1000000")
     hot_wallet_usdt: Decimal = Decimal("1000000000")
     # Chain / signer side

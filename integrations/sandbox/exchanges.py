@@ -10,9 +10,11 @@ a status, or an unknown status.
 A refund is a real transaction on the sandbox chain, sent from ChangeNOW's hot wallet (an
 account our signer does not manage) to the refund address when the exchange becomes
 ``refunded``: ETH as a value transfer, USDT as an ERC-20 ``transfer``. Its hash is the
-exchange's ``refundHash``. An exchange that failed or expired after its deposit offers the
-recovery actions (``GET /v2/exchange/actions``): a refund to an address the caller names,
-or a continue that carries it on to ``finished``.
+exchange's ``refundHash``. A payout on the sandbox chain (USDT or ETH on network eth) is
+likewise a real transaction from the hot wallet to the payout address once the exchange is
+``sending``; its hash is the ``payoutHash``. An exchange that failed or expired after its
+deposit offers the recovery actions (``GET /v2/exchange/actions``): a refund to an address
+the caller names, or a continue that carries it on to ``finished``.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class SimExchange:
     deposit_at: float | None = None
     amount_to: Decimal | None = None
     payout_hash: str | None = None
+    payout_credited: bool = False  # the payout transaction was sent (chain assets only)
     deposit_sender: str | None = None  # where a refund goes when there is no refund address
     refund_amount: Decimal | None = None
     refund_hash: str | None = None  # the refund transaction's hash, once it was sent
@@ -125,13 +128,16 @@ class ChangeNowSim:
         clock: Callable[[], float],
         rng: random.Random,
         pay: Callable[[str, str, str, int], str],
+        pay_settled: Callable[[str, str, str, int], str] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
         # (sender, recipient, asset, units) -> transaction hash: a payment on the sandbox
-        # chain from an account the signer does not manage (the hot wallet).
+        # chain from an account the signer does not manage (the hot wallet). Payouts use
+        # `pay_settled` (mined at once): ChangeNOW reports "sending" once it is on chain.
         self.pay = pay
+        self.pay_settled = pay_settled or pay
         self.exchanges: dict[str, SimExchange] = {}
         self.rate_ids: dict[str, dict[str, Any]] = {}
         self.deposits: list[dict[str, Any]] = []
@@ -555,10 +561,14 @@ class ChangeNowSim:
     def on_transfer(self, transfer: Transfer) -> None:
         """A mined transfer: a deposit if it pays an exchange's payin address in its asset.
 
-        Transfers from ChangeNOW's own hot wallet (refunds) are its payments, not deposits.
+        Transfers from ChangeNOW's own hot wallet (payouts, refunds) are its payments, not
+        deposits; NOWPayments' payments to the host wallet are not ChangeNOW's business.
         """
-        if transfer.sender.lower() == self.config.changenow_hot_wallet.lower():
-            return
+        if transfer.sender.lower() in (
+            self.config.changenow_hot_wallet.lower(),
+            self.config.nowpayments_wallet.lower(),
+        ):
+            return  # ChangeNOW's own payments, or NOWPayments paying the host wallet
         record = {
             "tx_hash": transfer.tx_hash,
             "asset": transfer.asset,
@@ -732,10 +742,12 @@ class ChangeNowSim:
         return current
 
     def tick(self) -> None:
-        """Side effects of time passing: a refund due is sent, once, as a transaction from
-        the hot wallet to the address asked for, else the refund address, else the
-        deposit's sender (ChangeNOW refunds "to the refund or original address")."""
+        """Side effects of time passing: a payout due is sent, once, from the hot wallet to
+        the payout address; a refund due is sent, once, as a transaction from the hot wallet
+        to the address asked for, else the refund address, else the deposit's sender
+        (ChangeNOW refunds "to the refund or original address")."""
         for exchange in list(self.exchanges.values()):
+            self._send_payout(exchange)
             if exchange.refund_credited or exchange.refund_amount is None:
                 continue
             if exchange.from_network != "eth" or exchange.from_currency not in CHAIN_ASSETS:
@@ -763,6 +775,26 @@ class ChangeNowSim:
             exchange.refund_credited = True
             exchange.refund_hash = tx_hash
             exchange.refund_amount = amount.normalize()  # exactly what the transaction moves
+
+    def _send_payout(self, exchange: SimExchange) -> None:
+        if exchange.payout_credited or not exchange.amount_to:
+            return
+        if exchange.to_network != "eth" or exchange.to_currency not in CHAIN_ASSETS:
+            return  # paid on another chain: only its hash is shown
+        if self.status_of(exchange)[0] not in ("sending", "finished"):
+            return
+        units = to_base_units(exchange.amount_to, exchange.to_currency)
+        try:
+            tx_hash = self.pay_settled(
+                self.config.changenow_hot_wallet,
+                exchange.payout_address,
+                exchange.to_currency,
+                units,
+            )
+        except RpcError:
+            return  # the node refused it (e.g. base fee above its cap): next tick
+        exchange.payout_credited = True
+        exchange.payout_hash = tx_hash
 
     def render(self, exchange: SimExchange) -> dict[str, Any]:
         status, updated = self.status_of(exchange)

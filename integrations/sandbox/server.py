@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from integrations.assets import to_base_units
 from integrations.sandbox.chain import Chain, RpcError
 from integrations.sandbox.config import SandboxConfig
 from integrations.sandbox.exchanges import ApiError, ChangeNowSim
@@ -87,7 +88,9 @@ class SandboxApp:
             self.fault_rng = random.Random(None if seed is None else seed + 1)
             self.fail_rules = []
             self.chain = Chain(self.config, self.now, self.rng, self._on_transfer, self._on_revert)
-            self.changenow = ChangeNowSim(self.config, self.now, self.rng, self.chain.pay)
+            self.changenow = ChangeNowSim(
+                self.config, self.now, self.rng, self.chain.pay, self.chain.pay_settled
+            )
 
     def _on_transfer(self, transfer: Any) -> None:
         self.changenow.on_transfer(transfer)
@@ -347,6 +350,22 @@ class SandboxApp:
                 usdt=Decimal(str(data["usdt"])) if data.get("usdt") is not None else None,
             )
             return Response(200, self.chain.snapshot()["balances"])
+        if (method, path) == ("POST", "/_sandbox/pay"):
+            # A payment from outside to (by default) the host wallet: NOWPayments' payout of a
+            # finished payment, or an owner's top-up. A real transaction, mined like any.
+            asset = str(data.get("asset") or "eth").lower()
+            sender = str(data.get("from") or self.config.nowpayments_wallet)
+            recipient = str(data.get("to") or self.config.host_wallet)
+            try:
+                units = to_base_units(Decimal(str(data.get("amount"))), asset)
+            except (ArithmeticError, ValueError) as exc:
+                raise ValueError("amount must be a decimal number of the asset") from exc
+            try:
+                tx_hash = self.chain.pay_settled(sender, recipient, asset, units)
+            except RpcError as exc:
+                raise ValueError(f"the node refused the payment: {exc}") from exc
+            self.chain.tick()
+            return Response(200, {"tx_hash": tx_hash, "asset": asset, "to": recipient})
         if (method, path) == ("POST", "/_sandbox/fail"):
             rule = _fail_rule(data)
             self.fail_rules.append(rule)

@@ -18,9 +18,10 @@ from django.db import connection
 from django.test import Client as HttpClient
 from django.utils import timezone
 
-from backoffice import tasks
+from backoffice import reconcile, tasks
 from backoffice.models import Alert, JobRun, WebhookEvent
-from backoffice.operations import alert_acknowledge, job_heartbeat, reconcile_run, watchdog_run
+from backoffice.operations import alert_acknowledge, job_heartbeat, watchdog_run
+from backoffice.reconcile import reconcile_run
 from backoffice.schedules import schedules_setup
 from batches.models import ConversionBatch
 from integrations.changenow.client import ChangeNowClient
@@ -203,7 +204,7 @@ class TestReconcile:
         invariants = [b["invariant"] for b in report["breaches"]]
         assert invariants == [
             "2 completed batch split sums to the amount received",
-            "6 conservation of ETH and USDT",
+            "ledger: client balance equals accumulations",
         ]
         assert Alert.objects.filter(kind="reconcile_breach").count() == 2
         out = io.StringIO()
@@ -236,14 +237,33 @@ class TestReconcile:
         report = reconcile_run()
         assert not report["ok"]
         found = [b for b in report["breaches"] if b["object"] == f"exchange:{stray.id}"]
-        assert [b["invariant"] for b in found] == ["provider: every exchange is ours"]
+        assert [b["invariant"] for b in found] == ["changenow: every exchange is ours"]
 
-    def test_an_unreadable_provider_is_a_breach_not_a_pass(self, settings: Any) -> None:
+    def test_an_unreadable_provider_is_a_breach_not_a_pass(
+        self, settings: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(reconcile, "RETRY_DELAYS", (0, 0, 0))
         settings.CHANGENOW_API_URL = "http://127.0.0.1:9"
         settings.WALLET_RPC_URL = "http://127.0.0.1:9"
         report = reconcile_run()
         assert not report["ok"]
-        assert report["breaches"][0]["invariant"] == "provider: partner exchange list"
+        assert {(b["invariant"], b["object"]) for b in report["breaches"]} == {
+            ("provider unreadable", "chain:host_wallet"),
+            ("provider unreadable", "changenow:partner exchange list"),
+        }
+
+    def test_it_retries_a_provider_read_before_reporting_it(
+        self, providers: Control, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(reconcile, "RETRY_DELAYS", (0, 0, 0))
+        # Three failures in a row on balance reads: the fourth try answers, no breach.
+        providers.fail(path="/rpc", rpc_method="eth_getBalance", count=3, status=502)
+        assert reconcile_run()["ok"], reconcile_run()
+        providers.fail(path="/rpc", rpc_method="eth_getBalance", count=4, status=502)
+        report = reconcile_run()
+        assert [(b["invariant"], b["object"]) for b in report["breaches"]] == [
+            ("provider unreadable", "chain:host_wallet")
+        ]
 
 
 class TestHealth:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from backoffice.operations import reconcile_run
+from backoffice.reconcile import reconcile_run
 from batches.models import ConversionBatch
 from batches.tasks import conversion_sweep
 from payouts import engine
@@ -24,7 +24,7 @@ from payouts.models import (
 from payouts.services import accumulation_record, runtime_settings_update
 from payouts.tasks import sweep_payouts
 from payouts.transitions import Actor
-from tests.conftest import Control
+from tests.conftest import Control, nowpayments_pay
 from tests.factories import ClientFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +35,7 @@ USDT_DEST = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
 
 def credit(reference: str, n: int, eth: str = "0.005", usd: str = "15") -> None:
     for i in range(n):
+        nowpayments_pay(eth)
         accumulation_record(
             client_reference=reference,
             payment_id=f"{reference}-{i}-{eth}",

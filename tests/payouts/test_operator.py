@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from backoffice.models import Alert, WebhookEvent
-from backoffice.operations import reconcile_run
+from backoffice.reconcile import reconcile_run
 from backoffice.services import ResolveError, webhook_event_resolve
 from batches.models import ConversionBatch
 from payouts import engine

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backoffice.operations import reconcile_run
+from backoffice.reconcile import reconcile_run
 
 
 class Command(BaseCommand):
