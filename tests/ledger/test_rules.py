@@ -43,12 +43,14 @@ def raw_leg(transaction_id: int, name: str, asset: str, amount: str) -> None:
 
 
 def test_it_refuses_at_commit_a_transaction_whose_legs_do_not_balance() -> None:
-    with pytest.raises(IntegrityError, match="does not balance: eth off by 0.5"):
-        with transaction.atomic():
-            tx = raw_header()
-            raw_leg(tx, "host_wallet", "eth", "1.5")
-            raw_leg(tx, "owner_equity", "eth", "-1")
-            immediate()
+    with (
+        pytest.raises(IntegrityError, match="does not balance: eth off by 0.5"),
+        transaction.atomic(),
+    ):
+        tx = raw_header()
+        raw_leg(tx, "host_wallet", "eth", "1.5")
+        raw_leg(tx, "owner_equity", "eth", "-1")
+        immediate()
 
 
 def test_it_balances_per_asset_not_across_assets() -> None:
