@@ -32,7 +32,8 @@ run: install tools
 N ?= 20
 demo-payments: install
 	DEBUG=$${DEBUG:-true} NOWPAYMENTS_IPN_SECRET=$${NOWPAYMENTS_IPN_SECRET:-demo-ipn-secret} \
-		$(PY) manage.py demo_payments $(N) --url http://127.0.0.1:$${RUN_WEB_PORT:-8000}
+		$(PY) manage.py demo_payments $(N) --url http://127.0.0.1:$${RUN_WEB_PORT:-8000} \
+		--sandbox http://127.0.0.1:$${RUN_SANDBOX_PORT:-8100}
 
 test: install tools browser
 	$(PY) -m ruff check .

@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.services import REVERSAL_REASON
+from ledger.services import account_balance
 from payouts.admin.support import (
     STUCK_LIMIT_FIELDS,
     age,
@@ -301,15 +302,14 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     orders: dict[str, dict[str, dict[str, Any]]] = {
         kind: {s: {"count": 0, "stuck": 0} for s in ORDER_STATES} for kind in ("batch", "payout")
     }
-    platform_usdt = Decimal(0)
+    # The platform's USDT is what the books say it earned (fee shares, dust, write-offs).
+    platform_usdt = account_balance("platform_fees", "usdt")
     unmatched = reversals = failed = 0
     with connection.cursor() as cur:
         cur.execute(_COUNTS_SQL.format(stuck=stuck_sql), params)
-        for kind, state, count, stuck, _eth, _usd, _usdt, platform in cur.fetchall():
+        for kind, state, count, stuck, _eth, _usd, _usdt, _platform in cur.fetchall():
             if kind in orders:
                 orders[kind][state] = {"count": count, "stuck": stuck}
-                if kind == "batch" and state == "completed":
-                    platform_usdt = Decimal(platform)
             elif kind == "webhook":
                 unmatched, reversals = count, stuck
             else:
@@ -414,7 +414,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             "failed_url": _url("django_q_failure_changelist"),
         },
         "platform_usdt": fmt_decimal(platform_usdt, 6),
-        "platform_url": f"{batch_url}?state__exact=completed",
+        "platform_url": f"{reverse('admin:ledger_account_changelist')}?q=platform_fees",
         "converted_usdt": fmt_decimal(money["converted"]["usdt"], 6),
         "converted_url": f"{acc_url}?state__exact=converted",
         "owed": owed,

@@ -74,6 +74,8 @@ def roles_setup() -> list[str]:
         "view_transfer",
         "view_jobrun",
         "view_alert",
+        "view_account",
+        "view_ledgertransaction",
     ]
     operator = [
         *view_codenames,

@@ -153,8 +153,11 @@ class Leg(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # A balance sums one account's legs from the index alone.
         indexes: ClassVar = [
-            models.Index(fields=["account", "transaction"], name="ledger_leg_acct")
+            models.Index(
+                fields=["account", "transaction"], include=["amount"], name="ledger_leg_acct"
+            )
         ]
         constraints: ClassVar = [
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_leg_nonzero"),

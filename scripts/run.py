@@ -223,6 +223,32 @@ def status_line() -> str:
     )
 
 
+def chain_meets_books(sandbox_url: str) -> str:
+    """The sandbox chain starts afresh on every run while the database keeps its books: on
+    the first run the chain's balances are booked as the opening balance; on later runs the
+    sandbox's host wallet is set to what the books say it holds, so reconcile stays clean."""
+    import requests
+
+    from ledger.models import LedgerTransaction
+    from payouts.custody import host_balances_expected, opening_post
+    from payouts.engine import wallet
+    from payouts.transitions import Actor
+
+    try:
+        if not LedgerTransaction.objects.filter(kind="opening").exists():
+            posted = opening_post(wallet=wallet(), actor=Actor.system("bootstrap"))
+            return "Ledger: opening balance booked" if posted else "Ledger: nothing to open"
+        held = host_balances_expected()
+        requests.post(
+            f"{sandbox_url}/_sandbox/fund",
+            json={"eth": str(held["eth"]), "usdt": str(held["usdt"])},
+            timeout=10,
+        ).raise_for_status()
+        return f"Ledger: sandbox host wallet set to the books ({held['eth']} ETH)"
+    finally:
+        close_db()
+
+
 def close_db() -> None:
     from django.db import connections
 
@@ -310,6 +336,7 @@ def run() -> int:
         )
         procs["qcluster"] = start("qcluster", [PY, "manage.py", "qcluster"], env)
         wait_for_line(LOGS / "sandbox.log", "sandbox listening", procs["sandbox"], deadline)
+        print(f"  {chain_meets_books(sandbox_url)}", flush=True)
         wait_for_port(WEB_PORT, procs["web"], deadline)
         wait_for_line(LOGS / "qcluster.log", "running.", procs["qcluster"], deadline)
     except (RuntimeError, OSError) as exc:

@@ -230,4 +230,27 @@ class ClientAdmin(ReadOnlyAdmin):
             "destination_changes": [e for e in timeline if e.kind == "payout_destination_changed"],
             "timeline": timeline,
             "timeline_url": audit_url("client", obj.pk),
+            **client_ledger(obj.reference),
         }
+
+
+LEDGER_LINES = 20
+
+
+def client_ledger(reference: str) -> dict[str, Any]:
+    """The client's ledger accounts (what we owe, per asset) and their latest lines."""
+    from ledger.models import Account, Leg
+    from ledger.services import balances_get, client_account
+
+    name = client_account(reference)
+    accounts = list(Account.objects.filter(name=name))
+    lines = list(
+        Leg.objects.filter(account__in=accounts)
+        .select_related("transaction", "account")
+        .order_by("-transaction_id")[:LEDGER_LINES]
+    )
+    return {
+        "ledger_owed": balances_get(names=[name]).get(name, {}),
+        "ledger_lines": lines,
+        "ledger_accounts": accounts,
+    }

@@ -97,7 +97,10 @@ def test_each_figure_links_to_the_filtered_list_behind_it(
     assert converted is not None
     assert converted.payment_id not in listed
     batches = reverse("admin:batches_conversionbatch_changelist")
-    assert f'href="{batches}?state__exact=completed" data-figure="platform-usdt"' in html
+    accounts = reverse("admin:ledger_account_changelist")
+    assert f'href="{accounts}?q=platform_fees" data-figure="platform-usdt"' in html
+    ledger = as_viewer.get(f"{accounts}?q=platform_fees")
+    assert ledger.status_code == 200 and "platform_fees" in ledger.content.decode()
     assert f'href="{batches}?state__exact=needs_attention"' in html
 
 

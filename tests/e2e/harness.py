@@ -385,6 +385,8 @@ class Stack:
         url = box.split("sandbox listening on ", 1)[1].split()[0]
         self.sandbox = Sandbox(url)
         self.env.update({"CHANGENOW_API_URL": url, "WALLET_RPC_URL": f"{url}/rpc"})
+        # The template was bootstrapped with no chain to read: book the opening balance now.
+        self.manage("ledger_opening")
         if web:
             self.start_web()
         return self
@@ -516,8 +518,17 @@ class Stack:
             timeout=10,
         )
 
+    def nowpayments_pays(self, payment: Payment) -> str:
+        """NOWPayments' payout of a finished payment reaches the host wallet on chain before
+        its IPN is sent (DESIGN.md 12.2)."""
+        assert self.sandbox is not None
+        return self.sandbox._post("/_sandbox/pay", {"asset": "eth", "amount": str(payment.eth)})[
+            "tx_hash"
+        ]
+
     def pay(self, *payments: Payment) -> None:
         for payment in payments:
+            self.nowpayments_pays(payment)
             response = self.post_ipn(self.ipn_body(payment))
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "applied", response.text
@@ -696,8 +707,27 @@ def assert_books_balance(stack: Stack) -> None:
         "SELECT coalesce(sum(t.amount), 0) FROM payouts_transfer t "
         "WHERE t.payout_id IS NOT NULL AND t.state = 'mined'"
     )
+    # ChangeNOW pays each conversion's USDT into the host wallet on chain.
+    usdt_in = sum(
+        (
+            Decimal(e["amountTo"])
+            for e in state["exchanges"]
+            if e["status"] in ("sending", "finished")
+            and e["toCurrency"] == "usdt"
+            and (e["payoutAddress"] or "").lower() == HOST_WALLET.lower()
+        ),
+        Decimal(0),
+    )
     host_usdt = Decimal(state["balances"][HOST_WALLET]["usdt"])
-    assert host_usdt == Decimal("100000") - usdt_sent, (host_usdt, usdt_sent)
+    assert host_usdt == Decimal("100000") + usdt_in - usdt_sent, (host_usdt, usdt_in, usdt_sent)
+
+
+def host_transactions(stack: Stack) -> list[dict[str, Any]]:
+    """The sandbox chain's transactions sent by the host wallet (not NOWPayments' or
+    ChangeNOW's payments to it)."""
+    assert stack.sandbox is not None
+    txs = stack.sandbox.state()["transactions"]
+    return [t for t in txs if t["from"].lower() == HOST_WALLET.lower()]
 
 
 def assert_reconcile_ok(stack: Stack) -> dict[str, Any]:

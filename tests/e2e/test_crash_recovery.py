@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import StackFactory
-from tests.e2e.harness import Stack, assert_books_balance, assert_reconcile_ok
+from tests.e2e.harness import (
+    Stack,
+    assert_books_balance,
+    assert_reconcile_ok,
+    host_transactions,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -102,7 +107,7 @@ def test_it_recovers_from_a_kill_after_signing_before_the_broadcast(stack: Stack
 
     [(attempt, state, signed_hash, broadcasts)] = _transfers(stack)
     assert (attempt, state, broadcasts) == (1, "signed", 0)
-    assert stack.sandbox.state()["transactions"] == []  # it never reached the chain
+    assert host_transactions(stack) == []  # it never reached the chain
     _finish(stack, count)
     # The stored bytes were broadcast: never a second signature for the same intent.
     assert _transfers(stack)[0][2] == signed_hash
@@ -124,7 +129,7 @@ def test_it_recovers_from_a_kill_after_the_broadcast_reached_the_chain(stack: St
 
     [(_attempt, state, signed_hash, broadcasts)] = _transfers(stack)
     assert (state, broadcasts) == ("signed", 0)  # we never learned that it went out
-    [mined] = stack.sandbox.state()["transactions"]
+    [mined] = host_transactions(stack)
     assert mined["hash"].lower() == signed_hash.lower()
     _finish(stack, count)
     assert _transfers(stack)[0][2] == signed_hash

@@ -10,10 +10,10 @@ import pytest
 
 from tests.e2e.conftest import StackFactory
 from tests.e2e.harness import (
-    HOST_WALLET,
     Stack,
     assert_books_balance,
     assert_reconcile_ok,
+    host_transactions,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,12 +36,6 @@ def _batches(stack: Stack) -> list[tuple[Any, ...]]:
 def _eth_exchanges(stack: Stack) -> list[dict[str, Any]]:
     assert stack.sandbox is not None
     return [e for e in stack.sandbox.exchanges() if e["fromCurrency"] == "eth"]
-
-
-def _host_transactions(stack: Stack) -> list[dict[str, Any]]:
-    assert stack.sandbox is not None
-    txs = stack.sandbox.state()["transactions"]
-    return [t for t in txs if t["from"].lower() == HOST_WALLET.lower()]
 
 
 def _advance_runs_since(stack: Stack, moment: Any) -> int:
@@ -83,7 +77,7 @@ def test_it_completes_through_rate_limits_and_server_errors_on_every_kind_of_cal
     )
     assert [code for (code,) in errors] == ["rate_limited", "server_error"]
     # The failed broadcast was retried with the same signed bytes: one transaction.
-    assert len(_host_transactions(stack)) == 1 + stack.one("SELECT count(*) FROM payouts_payout")
+    assert len(host_transactions(stack)) == 1 + stack.one("SELECT count(*) FROM payouts_payout")
     assert len(_eth_exchanges(stack)) == 1
     assert_books_balance(stack)
     assert_reconcile_ok(stack)
@@ -194,7 +188,7 @@ def test_it_holds_the_batch_for_an_operator_when_the_exchange_fails_after_our_de
     assert (state, code) == ("needs_attention", f"exchange_{outcome}")
     # Funds left: nothing is released, re-batched or sent again without an operator.
     assert stack.states("payouts_accumulation") == {"converting": count}
-    assert len(_host_transactions(stack)) == 1
+    assert len(host_transactions(stack)) == 1
     assert len(_eth_exchanges(stack)) == 1
     assert stack.one("SELECT count(*) FROM payouts_transfer WHERE batch_id = %s", [batch_id]) == 1
     assert stack.one("SELECT count(*) FROM payouts_payout") == 0
@@ -262,7 +256,7 @@ def test_it_keeps_polling_a_stuck_exchange_and_the_watchdog_flags_it(stack: Stac
     stack.wait_for(lambda: _advance_runs_since(stack, since) >= 3, "three more advance runs")
     [(batch_id, state, _exchange, _code)] = _batches(stack)
     assert state == "converting"
-    assert len(_host_transactions(stack)) == 1
+    assert len(host_transactions(stack)) == 1
     assert box.exchange(exchange["id"])["status"] == "exchanging"
 
     # An approver shortens the stuck limit; the next watchdog run raises the alert.

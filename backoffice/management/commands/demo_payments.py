@@ -9,6 +9,7 @@ provider would get back. Amounts are decimal strings, as NOWPayments sends them.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
@@ -105,6 +106,12 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="reproducible amounts")
         parser.add_argument("--timeout", type=float, default=10.0)
         parser.add_argument("--json", action="store_true", help="one JSON object per line")
+        parser.add_argument(
+            "--sandbox",
+            default=os.environ.get("SANDBOX_URL", "http://127.0.0.1:8100"),
+            help="the provider sandbox: NOWPayments' payout of each payment is paid into the "
+            "host wallet on its chain before the IPN, as in production; '' to skip",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         count: int = options["count"]
@@ -138,6 +145,8 @@ class Command(BaseCommand):
                 now=datetime.now(UTC),
             )
             body, signature = sign_ipn(payload, secret)
+            if options["sandbox"]:
+                self._pay_host_wallet(session, options["sandbox"], payload, options["timeout"])
             try:
                 response = session.post(
                     url,
@@ -160,6 +169,24 @@ class Command(BaseCommand):
         self.stdout.write(summary if not options["json"] else json.dumps({"summary": summary}))
         if failures:
             raise SystemExit(1)
+
+    def _pay_host_wallet(
+        self, session: requests.Session, sandbox: str, payload: dict[str, Any], timeout: float
+    ) -> None:
+        try:
+            response = session.post(
+                f"{sandbox.rstrip('/')}/_sandbox/pay",
+                json={"asset": "eth", "amount": payload["outcome_amount"]},
+                timeout=timeout,
+            )
+            ok = response.status_code == 200
+        except requests.RequestException:
+            ok = False
+        if not ok:
+            self.stderr.write(
+                f"warning: the sandbox at {sandbox} did not take NOWPayments' payout of "
+                f"{payload['payment_id']}: reconcile will report the host wallet short"
+            )
 
     def _report(self, as_json: bool, payload: dict[str, Any], status: int, answer: str) -> None:
         if as_json:
