@@ -16,7 +16,6 @@ A provider read that fails is retried (`RETRY_DELAYS`) and then reported as
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +27,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations.errors import ProviderError
+from integrations.errors import ProviderError, read_with_retries
 
 T = TypeVar("T")
 RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -50,14 +49,9 @@ class Unreadable(Exception):
 
 
 def provider_read(call: Callable[[], T]) -> T:
-    """`call()`, retried after each delay of RETRY_DELAYS on a provider error."""
-    for delay in RETRY_DELAYS:
-        try:
-            return call()
-        except ProviderError:
-            time.sleep(delay)
+    """`call()`, retried after each delay of RETRY_DELAYS; Unreadable if it still fails."""
     try:
-        return call()
+        return read_with_retries(call, delays=RETRY_DELAYS)
     except ProviderError as exc:
         raise Unreadable(str(exc)) from exc
 
@@ -297,10 +291,12 @@ PARTNER_MAX_PAGES = 50
 def provider_breaches(*, now: Any = None) -> list[Breach]:
     from payouts import engine
 
-    cn, wallet = engine.changenow(), engine.wallet()
+    cn, wallet = ExchangeReads(engine.changenow()), engine.wallet()
     since = (now or timezone.now()) - RECENT
+    inflows, inflow_breaches = unbooked_inflows(cn)
     return [
-        *host_wallet_breaches(wallet),
+        *host_wallet_breaches(wallet, inflows),
+        *inflow_breaches,
         *given_up_hash_breaches(wallet),
         *recent_transfer_breaches(wallet, since),
         *closed_order_breaches(cn),
@@ -309,9 +305,101 @@ def provider_breaches(*, now: Any = None) -> list[Breach]:
     ]
 
 
-def host_wallet_breaches(wallet: Any) -> list[Breach]:
+class ExchangeReads:
+    """ChangeNOW, read once per exchange per reconcile run (several checks look at one)."""
+
+    def __init__(self, cn: Any) -> None:
+        self.cn = cn
+        self.seen: dict[str, Any] = {}
+
+    def get_exchange(self, exchange_id: str) -> Any:
+        if exchange_id not in self.seen:
+            self.seen[exchange_id] = provider_read(lambda: self.cn.get_exchange(exchange_id))
+        return self.seen[exchange_id]
+
+    def list_exchanges(self, **kwargs: Any) -> Any:
+        return self.cn.list_exchanges(**kwargs)
+
+
+NOT_COMPLETED = ("reserved", "exchange_created", "funds_sent", "converting", "needs_attention")
+CLOSED = ("failed", "force_closed")
+
+
+def unbooked_inflows(cn: ExchangeReads) -> tuple[dict[str, Decimal], list[Breach]]:
+    """What ChangeNOW paid into the host wallet for orders the books have not settled: the
+    USDT of an exchange that finished while its order waits for a person, a refund not yet
+    proved. For an open order the books catch up when it completes; for a closed one a
+    person must book it (the breach names it)."""
+    from ledger.models import LedgerTransaction
+    from payouts import engine
+    from payouts.models import ExchangeAttempt
+    host = (settings.HOST_WALLET_ADDRESS or "").lower()
+    inflows = {"eth": Decimal(0), "usdt": Decimal(0)}
+    breaches: list[Breach] = []
+    if not host:
+        return inflows, breaches  # the host wallet check reports it unreadable
+    for kind in engine.KINDS.values():
+        link = kind.link_field
+        orders = {
+            o.pk: o
+            for o in kind.model.objects.filter(state__in=[*NOT_COMPLETED, *CLOSED]).only(
+                "pk", "state", "refund_tx_hash"
+            )
+        }
+        attempts = (
+            ExchangeAttempt.objects.filter(**{f"{link}_id__in": list(orders)})
+            .exclude(exchange_id="")
+            .values_list(f"{link}_id", "exchange_id")
+            .distinct()
+        )
+        for order_id, exchange_id in attempts:
+            order = orders[order_id]
+            try:
+                exchange = cn.get_exchange(exchange_id)
+            except Unreadable as exc:
+                breaches.append(Breach(UNREADABLE, f"changenow:{exchange_id}", str(exc)))
+                continue
+            for asset, amount, tx_hash, what in _paid_to_host(exchange, host):
+                if tx_hash and (
+                    tx_hash == order.refund_tx_hash
+                    or LedgerTransaction.objects.filter(tx_hash=tx_hash.lower()).exists()
+                ):
+                    continue  # proved and booked
+                inflows[asset] += amount
+                if order.state in CLOSED:
+                    breaches.append(
+                        Breach(
+                            f"changenow: a closed order's {what} is unbooked",
+                            f"{kind.name}:{order_id}",
+                            f"exchange {exchange_id} paid {amount} {asset.upper()} to the "
+                            f"host wallet ({tx_hash or 'no hash'}) for a {order.state} order: "
+                            "book it (owner_transfer) once a person decided whose it is",
+                        )
+                    )
+    return inflows, breaches
+
+
+def _paid_to_host(exchange: Any, host: str) -> list[tuple[str, Decimal, str, str]]:
+    out = []
+    to = (exchange.to_currency or "").lower()
+    if (
+        exchange.status in ("sending", "finished")
+        and exchange.amount_to
+        and (exchange.payout_address or "").lower() == host
+        and (exchange.to_network or "eth") == "eth"
+        and to in ("eth", "usdt")
+    ):
+        out.append((to, exchange.amount_to, exchange.payout_hash or "", "payout"))
+    source = (exchange.from_currency or "").lower()
+    if exchange.status == "refunded" and exchange.refund_amount and source in ("eth", "usdt"):
+        out.append((source, exchange.refund_amount, exchange.refund_hash or "", "refund"))
+    return out
+
+
+def host_wallet_breaches(wallet: Any, inflows: dict[str, Decimal] | None = None) -> list[Breach]:
     """The host wallet's chain balances equal its ledger balance less what left on chain and
-    is not booked yet (mined, not final: amounts and gas)."""
+    is not booked yet (mined, not final: amounts and gas), plus what ChangeNOW paid in for
+    orders not settled yet (`unbooked_inflows`)."""
     from ledger.services import account_balance
     from payouts.custody import unbooked_outflows
 
@@ -331,15 +419,16 @@ def host_wallet_breaches(wallet: Any) -> list[Breach]:
     breaches = []
     for asset, on_chain in chain.items():
         booked = account_balance("host_wallet", asset)
-        expected = booked - unbooked[asset]
+        arriving = (inflows or {}).get(asset, Decimal(0))
+        expected = booked - unbooked[asset] + arriving
         if on_chain != expected:
             breaches.append(
                 Breach(
                     "chain: host wallet equals the ledger",
                     f"host_wallet:{asset}",
                     f"chain holds {on_chain} {asset.upper()}, ledger {booked} less "
-                    f"{unbooked[asset]} mined and not yet final = {expected}: "
-                    f"{on_chain - expected:+} unexplained",
+                    f"{unbooked[asset]} sent and not yet final plus {arriving} paid in for "
+                    f"unsettled orders = {expected}: {on_chain - expected:+} unexplained",
                 )
             )
     return breaches
@@ -456,7 +545,7 @@ def closed_order_breaches(cn: Any) -> list[Breach]:
         for order_id, exchange_id in attempts:
             name = f"{kind.name}:{order_id}"
             try:
-                exchange = provider_read(lambda e=exchange_id: cn.get_exchange(e))
+                exchange = cn.get_exchange(exchange_id)
             except Unreadable as exc:
                 breaches.append(Breach(UNREADABLE, f"changenow:{exchange_id}", str(exc)))
                 continue
@@ -491,7 +580,7 @@ def open_order_breaches(cn: Any, since: Any) -> list[Breach]:
         for order in orders:
             name = f"{kind.name}:{order.pk}"
             try:
-                exchange = provider_read(lambda o=order: cn.get_exchange(o.exchange_id))
+                exchange = cn.get_exchange(order.exchange_id)
             except Unreadable as exc:
                 breaches.append(Breach(UNREADABLE, name, str(exc)))
                 continue

@@ -8,8 +8,12 @@ an error code, a rejected transaction: retrying the same call cannot help) or *t
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ProviderError(Exception):
@@ -136,3 +140,18 @@ class MalformedPayload(VerificationError):
     """The body is not the JSON object the provider sends: answer 400."""
 
     code = "malformed_body"
+
+
+# Pauses between the attempts of a read that proves something (reconcile, the opening
+# balance): a provider that fails this often in a row is reported as unreadable.
+READ_RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+def read_with_retries(call: Callable[[], T], *, delays: Sequence[float] | None = None) -> T:
+    """`call()`, tried again after each delay on a ProviderError; the last error is raised."""
+    for delay in READ_RETRY_DELAYS if delays is None else delays:
+        try:
+            return call()
+        except ProviderError:
+            time.sleep(delay)
+    return call()

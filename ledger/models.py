@@ -21,8 +21,6 @@ from typing import ClassVar
 from django.db import models
 from django.db.models import Q
 
-from payouts.models import AmountField
-
 ASSETS = ("eth", "usdt")
 
 
@@ -149,7 +147,9 @@ class Leg(models.Model):
     account = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="legs", db_index=False
     )
-    amount = AmountField()
+    # numeric(38, 18), like every amount (payouts.models.AmountField), without importing it:
+    # the ledger sits below the apps whose movements it books.
+    amount = models.DecimalField(max_digits=38, decimal_places=18)
 
     class Meta:
         ordering = ["id"]

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from integrations.assets import format_amount, from_base_units
-from integrations.errors import ProviderError
+from integrations.errors import ProviderError, read_with_retries
 from integrations.wallet import abi
 from ledger.models import LedgerTransaction
 from ledger.services import Line, account_balance, ledger_post
@@ -55,7 +55,10 @@ def opening_post(*, wallet: Any, actor: Actor) -> LedgerTransaction | None:
     book. Raises ProviderError if the chain cannot be read (nothing is booked then)."""
     if LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.OPENING).exists():
         return None
-    chain = {"eth": wallet.get_balance(), "usdt": wallet.get_token_balance()}
+    chain = {
+        "eth": read_with_retries(wallet.get_balance),
+        "usdt": read_with_retries(wallet.get_token_balance),
+    }
     expected = host_balances_expected()
     lines: list[Line] = []
     for asset, held in chain.items():

@@ -50,6 +50,13 @@ def transfer_post_final(*, transfer: Transfer, actor: Actor) -> LedgerTransactio
             (in_transit_account(_order_id(transfer)), asset, transfer.amount),
             (HOST, asset, -transfer.amount),
         ]
+        if _written_off(transfer):
+            # The order's claim was written off while this payment could still mine: what
+            # left is no longer the platform's income from that write-off.
+            lines += [
+                ("platform_fees", asset, transfer.amount),
+                (in_transit_account(_order_id(transfer)), asset, -transfer.amount),
+            ]
     gas = Decimal(transfer.gas_fee_wei or 0) * WEI
     if gas:
         lines += [("network_fees", "eth", gas), (HOST, "eth", -gas)]
@@ -64,6 +71,13 @@ def transfer_post_final(*, transfer: Transfer, actor: Actor) -> LedgerTransactio
         tx_hash=transfer.mined_hash or transfer.tx_hash,
         links={"transfer_id": transfer.pk},
     )
+
+
+def _written_off(transfer: Transfer) -> bool:
+    link = (
+        {"batch_id": transfer.batch_id} if transfer.batch_id else {"payout_id": transfer.payout_id}
+    )
+    return LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.WRITE_OFF, **link).exists()
 
 
 _BATCH_COMPLETED_SQL = """

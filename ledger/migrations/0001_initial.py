@@ -3,8 +3,6 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-import payouts.models
-
 
 class Migration(migrations.Migration):
     initial = True
@@ -142,7 +140,7 @@ class Migration(migrations.Migration):
                         auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
                     ),
                 ),
-                ("amount", payouts.models.AmountField(decimal_places=18, max_digits=38)),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
                 (
                     "account",
                     models.ForeignKey(

@@ -183,3 +183,32 @@ def test_owner_transfer_refuses_our_own_transfers_and_strangers(providers: Contr
     code, body = owner_transfer("0x" + "ee" * 32, "--reason", "x")
     assert code == 1 and "not mined" in body["error"]
     assert not LedgerTransaction.objects.filter(kind="owner_transfer").exists()
+
+
+@pytest.mark.django_db
+def test_a_write_off_whose_deposit_mines_later_is_booked_and_named_until_settled(
+    providers: Control,
+) -> None:
+    providers.config(auto_mine=False)
+    batch = new_batch()
+    step("batch", batch.pk)
+    step("batch", batch.pk)  # broadcast, still in the mempool
+    order_force_close(
+        kind="batch", order_id=batch.pk, actor=ACTOR, reason="given up", write_off=True
+    )
+    providers.post("/_sandbox/mine")  # the deposit mines after all
+    settle(providers)
+    books = balances_get()
+    # What left is absorbed by the written-off claim, not platform income.
+    assert books[f"in_transit:{batch.pk}"]["eth"] == 0
+    assert books.get("platform_fees", {}).get("eth", Decimal(0)) == 0
+    providers.advance(60)  # the exchange converts it anyway and pays the host wallet
+    batch.refresh_from_db()
+    payout_hash = providers.exchange(batch.exchange_id)["payoutHash"]
+    report = reconcile_run()
+    assert [(b["invariant"], b["object"]) for b in report["breaches"]] == [
+        ("changenow: a closed order's payout is unbooked", f"batch:{batch.pk}")
+    ], report
+    code, body = owner_transfer(payout_hash, "--reason", "USDT of written-off batch kept")
+    assert code == 0, body
+    assert reconcile_run()["ok"], reconcile_run()
