@@ -333,6 +333,7 @@ def unbooked_inflows(cn: ExchangeReads) -> tuple[dict[str, Decimal], list[Breach
     from ledger.models import LedgerTransaction
     from payouts import engine
     from payouts.models import ExchangeAttempt
+
     host = (settings.HOST_WALLET_ADDRESS or "").lower()
     inflows = {"eth": Decimal(0), "usdt": Decimal(0)}
     breaches: list[Breach] = []

@@ -396,6 +396,9 @@ def bench_intake(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             f"paced at {args.rate:g}/s", asyncio.run(paced(port, at_rate, args.senders, args.rate))
         )
         answered = len(warm) + saturation["answered_200"] + paced_run["answered_200"]
+        if not args.skip_ledger_compare:
+            ledger = ledger_compare(args, port, run, db)
+            answered += ledger.pop("answered_200")
         created = db.one("SELECT count(*) FROM payouts_accumulation")
         applied = db.one("SELECT count(*) FROM backoffice_webhookevent WHERE outcome = 'applied'")
         print(
@@ -410,6 +413,8 @@ def bench_intake(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "answered_200": answered,
             "counts_match": created == answered == applied,
         }
+        if not args.skip_ledger_compare:
+            figures["ledger"] = ledger
         if not args.skip_nudge:
             figures["nudge"] = bench_nudges(args, port, run, db)
             figures["counts_match"] = figures["counts_match"] and figures["nudge"]["counts_match"]
@@ -418,6 +423,38 @@ def bench_intake(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         procs.stop()
         if not args.keep_db:
             db.drop()
+
+
+def ledger_compare(args: argparse.Namespace, port: int, run: str, db: Database) -> dict[str, Any]:
+    """Saturation with the intake's ledger posting (the `ledger_intake` trigger) and with it
+    disabled, alternated on the same server and database so both see the same table sizes."""
+    rounds: dict[str, list[float]] = {"with": [], "without": []}
+    answered = 0
+    size = args.requests // 2
+    for i, mode in enumerate(["with", "without", "with", "without"]):
+        toggle = "ENABLE" if mode == "with" else "DISABLE"
+        db.conn.execute(f"ALTER TABLE payouts_accumulation {toggle} TRIGGER ledger_intake")
+        ipns = signed_ipns(size, f"{run}l{i}")
+        result = describe(
+            f"{mode} ledger #{i // 2 + 1}",
+            asyncio.run(saturate(port, ipns, args.senders, args.duration)),
+        )
+        rounds[mode].append(result["ipn_per_s"])
+        answered += result["answered_200"]
+    db.conn.execute("ALTER TABLE payouts_accumulation ENABLE TRIGGER ledger_intake")
+    with_, without = statistics.mean(rounds["with"]), statistics.mean(rounds["without"])
+    ratio = with_ / without if without else 0
+    print(
+        f"  ledger: {with_:.1f} IPN/s with the posting, {without:.1f} without -> "
+        f"{ratio:.1%} (target >= 90%)",
+        flush=True,
+    )
+    return {
+        "with": rounds["with"],
+        "without": rounds["without"],
+        "ratio": round(ratio, 3),
+        "answered_200": answered,
+    }
 
 
 def bench_nudges(args: argparse.Namespace, port: int, run: str, db: Database) -> dict[str, Any]:
@@ -555,6 +592,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="sweep-to-exchange rounds")
     parser.add_argument("--skip-intake", action="store_true")
     parser.add_argument("--skip-nudge", action="store_true", help="no nudge endpoint runs")
+    parser.add_argument(
+        "--skip-ledger-compare",
+        action="store_true",
+        help="no saturation runs with the intake's ledger posting disabled",
+    )
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

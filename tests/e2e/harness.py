@@ -730,6 +730,31 @@ def host_transactions(stack: Stack) -> list[dict[str, Any]]:
     return [t for t in txs if t["from"].lower() == HOST_WALLET.lower()]
 
 
+UNBOOKED_FOR_CLOSED = (
+    "changenow: a closed order's payout is unbooked",
+    "changenow: a closed order's refund is unbooked",
+)
+
+
+def book_what_closed_orders_received(stack: Stack) -> list[str]:
+    """An approver's part after a write-off whose exchange paid out anyway: reconcile names
+    each payment into the host wallet for a closed order; each is booked with
+    `owner_transfer` (verified on chain). Returns the hashes booked."""
+    report = stack.manage_json("reconcile", check=False)
+    booked = []
+    for breach in report["breaches"]:
+        if breach["invariant"] not in UNBOOKED_FOR_CLOSED:
+            continue
+        found = re.search(r"0x[0-9a-fA-F]{64}", breach["detail"])
+        assert found, breach
+        result = stack.manage_json(
+            "owner_transfer", found.group(0), "--reason", f"kept: {breach['object']}"
+        )
+        assert result["booked"] is True, result
+        booked.append(found.group(0))
+    return booked
+
+
 def assert_reconcile_ok(stack: Stack) -> dict[str, Any]:
     report = stack.manage_json("reconcile", check=False)
     assert report["ok"] is True, json.dumps(report, indent=1, default=str)
