@@ -39,11 +39,43 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def provider_read_seconds(count: int) -> float:
+    """Seconds per ChangeNOW exchange read as reconcile does it, against the sandbox."""
+    from backoffice.reconcile import ExchangeReads
+    from integrations.changenow.client import ChangeNowClient
+    from integrations.sandbox import SandboxConfig, SandboxServer
+
+    server = SandboxServer(SandboxConfig(seed=1)).start()
+    try:
+        client = ChangeNowClient(server.url, "bench")
+        ids = [
+            client.create_exchange(
+                from_currency="eth",
+                to_currency="usdt",
+                from_network="eth",
+                to_network="eth",
+                from_amount=Decimal("0.1"),
+                address="0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+            ).id
+            for _ in range(count)
+        ]
+        reads = ExchangeReads(client)
+        t = time.perf_counter()
+        for exchange_id in ids:
+            reads.get_exchange(exchange_id)
+        return (time.perf_counter() - t) / count
+    finally:
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--loop-rows", type=int, default=10_000)
+    parser.add_argument(
+        "--provider-reads", type=int, default=1000, help="exchange reads to time (0: none)"
+    )
     parser.add_argument(
         "--no-compare-postings",
         dest="compare_postings",
@@ -154,6 +186,15 @@ def main() -> int:
         f"on {args.rows:,} accumulations, {breaches and len(breaches) or 'no'} breaches"
     )
     assert not breaches, breaches[:3]
+
+    if args.provider_reads:
+        per_read = provider_read_seconds(args.provider_reads)
+        print(
+            f"reconcile, provider half: {per_read * 1000:.2f} ms per exchange read (sandbox over "
+            f"HTTP, {args.provider_reads:,} reads) -> 10,000 open or recent orders "
+            f"~{per_read * 10_000:.1f} s; with the database checks ~"
+            f"{reconcile_s + per_read * 10_000:.1f} s (target < 60 s)"
+        )
 
     if args.compare_postings:
         # The same sweep and distribution with the batch's posting left out: what the

@@ -647,7 +647,9 @@ def wallet_maintain(*, actor: Actor) -> list[str]:
     open_transfers = list(
         Transfer.objects.filter(
             from_address=settings.HOST_WALLET_ADDRESS,
-            state__in=Transfer.HOLDS_NONCE,
+            # Abandoned (first-round) transfers too: one that mines after all is recorded
+            # and booked like any other.
+            state__in=[*Transfer.HOLDS_NONCE, Transfer.State.ABANDONED],
             final_at__isnull=True,
         ).order_by("nonce")[:200]
     )

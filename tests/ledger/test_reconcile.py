@@ -11,6 +11,7 @@ from django.db import connection
 from backoffice import reconcile
 from backoffice.reconcile import reconcile_run
 from batches.models import ConversionBatch
+from ledger.models import LedgerTransaction
 from ledger.services import balances_get, ledger_post
 from payouts import engine
 from payouts.models import Accumulation, Payout, Transfer
@@ -126,6 +127,12 @@ def test_it_names_an_abandoned_transfer_that_mines_later(providers: Control) -> 
     assert ("chain: a transfer we gave up on mined", f"transfer:{deposit.pk}") not in breaches()
     providers.post("/_sandbox/mine")
     assert ("chain: a transfer we gave up on mined", f"transfer:{deposit.pk}") in breaches()
+    # The wallet's follow-up records it as mined and books it once final.
+    settle(providers)
+    deposit.refresh_from_db()
+    assert deposit.state == "mined" and deposit.final_at is not None
+    assert LedgerTransaction.objects.filter(kind="transfer", transfer=deposit).count() == 1
+    assert not {b for b in breaches() if b[0].startswith("chain:")}
 
 
 def test_it_names_a_ledger_leg_edited_by_hand(providers: Control) -> None:
