@@ -144,3 +144,28 @@ def test_balances_command_prints_the_contract_json() -> None:
     text = io.StringIO()
     call_command("balances", stdout=text)
     assert "clients:acme" in text.getvalue() and "0.1" in text.getvalue()
+
+
+def test_one_check_covers_every_posting_of_the_commit_and_names_the_bad_one() -> None:
+    with pytest.raises(IntegrityError) as refused, transaction.atomic():
+        good = raw_header("transfer")
+        raw_leg(good, "host_wallet", "eth", "1")
+        raw_leg(good, "owner_equity", "eth", "-1")
+        bad = raw_header("transfer")
+        raw_leg(bad, "host_wallet", "eth", "2")
+        raw_leg(bad, "owner_equity", "eth", "-1")
+        immediate()
+    assert f"ledger transaction {bad} (transfer) does not balance: eth off by 1" in str(
+        refused.value
+    )
+
+
+def test_a_checked_posting_cannot_grow_later_in_the_same_transaction() -> None:
+    posted = ledger_post(
+        kind="opening",
+        lines=[("host_wallet", "eth", Decimal(1)), ("owner_equity", "eth", Decimal(-1))],
+        actor="system:tests",
+    )
+    immediate()
+    with pytest.raises(IntegrityError, match="committed or checked"), transaction.atomic():
+        raw_leg(posted.pk, "host_wallet", "eth", "5")
