@@ -251,9 +251,22 @@ WITH total AS (
         state = 'converted',
         state_changed_at = now()
     WHERE a.batch_id = %(batch_id)s AND a.state = 'converting'
-    RETURNING a.eth, a.usdt
+    RETURNING a.client_id, a.eth, a.usdt
 )
-SELECT count(*), coalesce(sum(eth), 0), coalesce(sum(usdt), 0) FROM moved
+INSERT INTO batch_client_totals (client_id, n, eth, usdt)
+SELECT client_id, count(*), sum(eth), sum(usdt) FROM moved GROUP BY client_id
+"""
+# Per-client totals of the rows just moved, kept for the batch's ledger posting in the same
+# transaction (it then reads 10,000 client lines, not 1,000,000 rows again).
+_CLIENT_TOTALS_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS batch_client_totals (
+    client_id bigint PRIMARY KEY, n bigint NOT NULL, eth numeric NOT NULL, usdt numeric NOT NULL
+) ON COMMIT DROP;
+TRUNCATE batch_client_totals;
+"""
+_TOTALS_SQL = """
+SELECT coalesce(sum(n), 0), coalesce(sum(eth), 0), coalesce(sum(usdt), 0)
+FROM batch_client_totals
 """
 
 
@@ -292,6 +305,7 @@ def batch_distribute(
             )
         amount_micro = int(received.scaleb(6))
         with connection.cursor() as cur:
+            cur.execute(_CLIENT_TOTALS_SQL)
             cur.execute(
                 _DISTRIBUTE_SQL,
                 {
@@ -301,6 +315,7 @@ def batch_distribute(
                     "percent_scale": _PERCENT_SCALE,
                 },
             )
+            cur.execute(_TOTALS_SQL)
             n, eth_sum, usdt_sum = cur.fetchone()
         eth_sum, usdt_sum = Decimal(eth_sum), Decimal(usdt_sum)
         if n != batch.row_count or eth_sum != batch.eth_total:

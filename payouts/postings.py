@@ -91,17 +91,16 @@ SELECT 'platform_fees', 'usdt', -b.platform_usdt
 FROM batches_conversionbatch b WHERE b.id = %(batch_id)s
 UNION ALL
 SELECT 'clients:' || c.reference, x.asset, x.amount
-FROM (
-    SELECT a.client_id, sum(a.eth) AS eth, sum(a.usdt) AS usdt
-    FROM payouts_accumulation a WHERE a.batch_id = %(batch_id)s GROUP BY a.client_id
-) s
+FROM batch_client_totals s
 JOIN payouts_client c ON c.id = s.client_id
 CROSS JOIN LATERAL (VALUES ('eth', s.eth), ('usdt', -s.usdt)) AS x(asset, amount)
 """
 
 
 def batch_post_completed(*, batch: Any, actor: Actor) -> int:
-    """Book a completed batch for all its clients in one statement; returns the legs."""
+    """Book a completed batch for all its clients in one statement; returns the legs. The
+    clients' lines come from `batch_client_totals`, which the distribution filled with the
+    totals of the rows it moved, in this same database transaction."""
     return ledger_post_select(
         kind=LedgerTransaction.Kind.BATCH_COMPLETED,
         lines_sql=_BATCH_COMPLETED_SQL,

@@ -5,6 +5,8 @@ from django.db import migrations
 # proved refunds and write-offs. Set-based: a staging table of lines, then one INSERT for
 # the accounts, one for the transactions and one for the legs.
 FORWARD = r"""
+SELECT set_config('ledger.backfill', 'on', true);
+
 CREATE TEMP TABLE ledger_backfill (
     kind text, memo text, tx_hash text, accumulation_id bigint, batch_id uuid, payout_id uuid,
     transfer_id bigint, name text, asset text, amount numeric
