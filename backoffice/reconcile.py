@@ -195,6 +195,11 @@ CHECKS: tuple[tuple[str, str], ...] = (
         SELECT 'ledger_transaction:' || t.id, t.kind || ' has ' || count(l.id) || ' leg(s)'
         FROM ledger_ledgertransaction t LEFT JOIN ledger_leg l ON l.transaction_id = t.id
         GROUP BY t.id HAVING count(l.id) < 2
+        UNION ALL
+        SELECT 'ledger_transaction:' || l.transaction_id,
+               'leg ' || l.id || ' names account ' || l.account_id || ', which does not exist'
+        FROM ledger_leg l WHERE NOT EXISTS (
+            SELECT 1 FROM ledger_account a WHERE a.id = l.account_id)
         """,
     ),
     (

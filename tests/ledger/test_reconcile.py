@@ -201,3 +201,17 @@ def test_it_names_money_left_in_transit_for_a_terminal_order(providers: Control)
         "ledger: terminal orders hold nothing in transit",
         f"in_transit:{batch.pk}",
     ) in breaches()
+
+
+def test_it_names_a_leg_moved_to_an_account_that_does_not_exist(providers: Control) -> None:
+    completed_batch(providers)
+    with connection.cursor() as cur:
+        cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cur.execute("ALTER TABLE ledger_leg DISABLE TRIGGER ledger_leg_append_only")
+        cur.execute(
+            "UPDATE ledger_leg SET account_id = 999999 WHERE id = (SELECT min(id) FROM "
+            "ledger_leg) RETURNING transaction_id"
+        )
+        (edited,) = cur.fetchone()
+        cur.execute("ALTER TABLE ledger_leg ENABLE TRIGGER ledger_leg_append_only")
+    assert ("ledger: every transaction balances", f"ledger_transaction:{edited}") in breaches()
