@@ -30,7 +30,7 @@ from payouts.admin.support import (
     stuck_cutoffs,
     usd,
 )
-from payouts.models import ACCUMULATION_STATES, FundedOrder
+from payouts.models import ACCUMULATION_STATES, ApprovalRequest, FundedOrder
 from payouts.services import runtime_settings_get
 
 CHART_DAYS = 30
@@ -400,6 +400,9 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             "reversals": reversals,
             "failed_tasks": failed,
             "late_jobs": sum(1 for job in jobs if job.late),
+            # Pending requests are few (one per action and order): an indexed count.
+            "approvals": ApprovalRequest.objects.filter(state="pending").count(),
+            "approvals_url": (f"{_url('payouts_approvalrequest_changelist')}?state__exact=pending"),
             "batches_url": f"{batch_url}?state__exact=needs_attention",
             "payouts_url": f"{payout_url}?state__exact=needs_attention",
             "stuck_batches_url": f"{batch_url}?stuck=yes",

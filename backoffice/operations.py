@@ -218,9 +218,11 @@ def watchdog_run(
     *, wallet_balances: Callable[[], tuple[Decimal, Decimal]] | None = None
 ) -> dict[str, Any]:
     from batches.models import ConversionBatch
+    from payouts.approvals import approvals_expire
     from payouts.models import Payout
     from payouts.services import runtime_settings_get
 
+    approvals_expire()  # dual-control requests older than 24 h end here
     runtime = runtime_settings_get()
     now = timezone.now()
     report = WatchdogReport()

@@ -79,6 +79,8 @@ def roles_setup() -> list[str]:
     ]
     operator = [
         *view_codenames,
+        "view_approvalrequest",
+        "request_changes",
         "sync_orders",
         "retry_orders",
         "resolve_webhooks",
@@ -90,6 +92,7 @@ def roles_setup() -> list[str]:
         "finance_operator": operator,
         "finance_approver": [
             *operator,
+            "approve_changes",
             "force_close_orders",
             "force_complete_orders",
             "pause_jobs",

@@ -360,6 +360,11 @@ def _needs_attention(
 
 
 def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
+    if kind.name == "payout":
+        from payouts.approvals import payout_release_held
+
+        if payout_release_held(payout=order):
+            return "waits for a second person's approval (above the dual-control limit)"
     spec = kind.exchange_spec(order)
     if spec is None:
         return _send_funds(kind, order, actor, to=kind.direct_destination(order))

@@ -691,3 +691,109 @@ class TransferTx(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.tx_hash[:12]} (nonce {self.nonce})"
+
+
+class ApprovalRequest(models.Model):
+    """Dual control (DESIGN.md 12.5): an action on money asked for by one person and decided
+    by another with the approver role. It records what was asked (action, target, options),
+    why, and what it will do (the plan shown when asked); the decision and what executing it
+    did. The action is re-checked when it is executed: the order may have moved on.
+
+    States: pending -> executed | failed (approved and run; failed: refused at execution)
+    | rejected | expired (24 h). One pending request per action and target. A payout above
+    `dual_control_over_usdt` gets a `release_payout` request from the system and waits in
+    `reserved` until it is executed."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        EXECUTED = "executed"
+        FAILED = "failed"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    class Action(models.TextChoices):
+        FORCE_CLOSE = "force_close", "force-close"
+        FORCE_COMPLETE = "force_complete", "force-complete"
+        SPEED_UP = "speed_up", "speed up the transfer"
+        CANCEL_TRANSFER = "cancel_transfer", "cancel the transfer"
+        RELEASE_PAYOUT = "release_payout", "release a large payout"
+
+    OPEN: ClassVar[tuple[str, ...]] = ("pending",)
+    LIFETIME_HOURS: ClassVar[int] = 24
+
+    action = models.CharField(max_length=24, choices=Action.choices)
+    target_kind = models.CharField(max_length=12)  # "batch" | "payout"
+    target_id = models.CharField(max_length=64)
+    options = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    plan = models.TextField(help_text="What the action will do, as shown when it was asked.")
+    reason = models.TextField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="approval_requests",
+        help_text="Empty: asked by the system (a large payout).",
+    )
+    requested_actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    expires_at = models.DateTimeField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="approval_decisions",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, default="")
+    result = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions: ClassVar = [
+            ("request_changes", "Can ask for an action on money (dual control)"),
+            ("approve_changes", "Can approve or reject others' requests (dual control)"),
+        ]
+        constraints: ClassVar = [
+            _states_check(
+                "approval_state_valid", ["pending", "executed", "failed", "rejected", "expired"]
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    action__in=[
+                        "force_close",
+                        "force_complete",
+                        "speed_up",
+                        "cancel_transfer",
+                        "release_payout",
+                    ]
+                ),
+                name="approval_action_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_kind__in=["batch", "payout"]), name="approval_target_kind"
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="approval_reason_present"),
+            # Nobody decides their own request.
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True)
+                | Q(requested_by__isnull=True)
+                | ~Q(decided_by=models.F("requested_by")),
+                name="approval_four_eyes",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "expired"])
+                | (Q(decided_by__isnull=False) & Q(decided_at__isnull=False)),
+                name="approval_decision_recorded",
+            ),
+            models.UniqueConstraint(
+                fields=["action", "target_kind", "target_id"],
+                condition=Q(state="pending"),
+                name="approval_one_open_per_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.target_kind} {self.target_id[:8]} ({self.state})"

@@ -17,11 +17,13 @@ from backoffice.services import roles_setup
 PASSWORD = "correct-horse-battery-staple"
 
 
-def persona(role: str) -> User:
-    """A staff user in `finance_<role>` (viewer, operator, approver)."""
+def persona(role: str, name: str | None = None) -> User:
+    """A staff user in `finance_<role>` (viewer, operator, approver); `name` for a second
+    person of the same role."""
     roles_setup()
+    username = name or f"{role}-user"
     user = User.objects.create_user(
-        username=f"{role}-user", password=PASSWORD, is_staff=True, email=f"{role}@example.com"
+        username=username, password=PASSWORD, is_staff=True, email=f"{username}@example.com"
     )
     user.groups.add(Group.objects.get(name=f"finance_{role}"))
     if role == "approver":

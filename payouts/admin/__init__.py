@@ -10,6 +10,7 @@ apply to jobs.
 
 from payouts.admin import (  # noqa: F401  (importing registers each page)
     accumulations,
+    approvals,
     attempts,
     audit,
     clients,

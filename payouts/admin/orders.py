@@ -4,6 +4,7 @@ and the payouts' page, with the operator actions of both."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from django.contrib import admin
@@ -20,7 +21,7 @@ from django.db.models import (
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
-from payouts import operator
+from payouts import approvals, operator
 from payouts.admin.shared import (
     DATE_FILTER,
     _history_entry,
@@ -86,7 +87,7 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
     "force_close": ActionSpec(
         name="force_close",
         verb="Force-close",
-        permission="payouts.force_close_orders",
+        permission="payouts.request_changes",
         needs_reason=True,
         danger=True,
         summary=(
@@ -105,7 +106,7 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
     "force_complete": ActionSpec(
         name="force_complete",
         verb="Force-complete",
-        permission="payouts.force_complete_orders",
+        permission="payouts.request_changes",
         needs_reason=True,
         danger=True,
         summary=(
@@ -117,7 +118,7 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
     "speed_up": ActionSpec(
         name="speed_up",
         verb="Speed up the transfer",
-        permission="payouts.force_close_orders",
+        permission="payouts.request_changes",
         needs_reason=True,
         summary=(
             "Re-signs the pending transaction at the same nonce with both fee caps raised at "
@@ -127,7 +128,7 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
     "cancel_transfer": ActionSpec(
         name="cancel_transfer",
         verb="Cancel the transfer",
-        permission="payouts.force_close_orders",
+        permission="payouts.request_changes",
         needs_reason=True,
         danger=True,
         summary=(
@@ -149,6 +150,16 @@ ORDER_ACTIONS: Mapping[str, ActionSpec] = {
         needs_reason=True,
         summary="Asks ChangeNOW to continue an exchange it stopped after our deposit.",
     ),
+}
+# Actions on money that one person asks for and another approver decides (dual control).
+DUAL_CONTROL = frozenset({"force_close", "force_complete", "speed_up", "cancel_transfer"})
+DUAL_CONTROL_NOTE = (
+    " Under dual control: confirming records a request; it runs only when another approver "
+    "approves it (Approval requests), and is checked again then."
+)
+ORDER_ACTIONS = {
+    name: replace(spec, summary=spec.summary + DUAL_CONTROL_NOTE) if name in DUAL_CONTROL else spec
+    for name, spec in ORDER_ACTIONS.items()
 }
 # The operator module's name of each admin action.
 OPERATOR_ACTION = {
@@ -401,6 +412,18 @@ class FundedOrderAdmin(ReadOnlyAdmin):
         refund_tx = (request.POST.get("refund_tx") or "").strip()
 
         def execute(obj: Any, reason: str, options: Mapping[str, bool]) -> tuple[bool, str]:
+            if name in DUAL_CONTROL:
+                req = approvals.approval_request(
+                    action=name,
+                    kind=kind,
+                    order_id=obj.pk,
+                    reason=reason,
+                    user=request.user,
+                    options={"write_off": options.get("write_off", False), "refund_tx": refund_tx}
+                    if name == "force_close"
+                    else {},
+                )
+                return True, f"request #{req.pk} waits for another approver"
             if name == "sync_now":
                 result = operator.order_sync(kind=kind, order_id=obj.pk, actor=actor)
             elif name == "retry_step":
@@ -446,7 +469,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
             spec=spec,
             describe=lambda obj: self.describe(obj, name, refund_tx=refund_tx),
             execute=execute,
-            refusals=(operator.OperatorError,),
+            refusals=(operator.OperatorError, approvals.ApprovalError),
             inputs=inputs,
         )
 

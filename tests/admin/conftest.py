@@ -63,6 +63,19 @@ def as_approver(approver: User) -> HttpClient:
     return http_as(approver)
 
 
+@pytest.fixture
+def second_approver(db: Any) -> User:
+    from tests.personas import persona
+
+    return persona("approver", name="approver-two")
+
+
+@pytest.fixture
+def as_second_approver(second_approver: User) -> HttpClient:
+    """Another approver: the second pair of eyes of dual control."""
+    return http_as(second_approver)
+
+
 _counter = {"n": 0}
 
 

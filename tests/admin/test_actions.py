@@ -12,7 +12,14 @@ from django.urls import reverse
 
 from backoffice.models import WebhookEvent
 from batches.models import ConversionBatch
-from payouts.models import Accumulation, AuditEvent, Payout, RuntimeSettings, Transfer
+from payouts.models import (
+    Accumulation,
+    ApprovalRequest,
+    AuditEvent,
+    Payout,
+    RuntimeSettings,
+    Transfer,
+)
 from payouts.services import runtime_settings_get
 from tests.admin.conftest import SYSTEM, World, credit, messages_of, sweep
 from tests.conftest import Control
@@ -42,6 +49,18 @@ def confirm(http: HttpClient, name: str, orders: list[object], url: str = BATCHE
     }
     data.update(extra)
     return http.post(reverse(url), data, follow=True)
+
+
+REQUESTS = "admin:payouts_approvalrequest_changelist"
+
+
+def approve_pending(http: HttpClient, reason: str = "checked, go ahead") -> str:
+    """Another approver approves every pending request (dual control's second step)."""
+    pending = list(ApprovalRequest.objects.filter(state="pending"))
+    assert pending, "no request waits for a decision"
+    return " ".join(
+        messages_of(confirm(http, "approve_requests", pending, url=REQUESTS, reason=reason))
+    )
 
 
 @pytest.fixture
@@ -75,28 +94,39 @@ def test_force_close_without_a_reason_is_refused_on_the_page(
 
 
 def test_force_close_releases_the_rows_and_records_who_and_why(
-    as_approver: HttpClient, approver: object, reserved_batch: ConversionBatch
+    as_approver: HttpClient,
+    as_second_approver: HttpClient,
+    second_approver: object,
+    reserved_batch: ConversionBatch,
 ) -> None:
     response = confirm(
         as_approver, "force_close", [reserved_batch], reason="ChangeNOW refunded, tx 0xabc"
     )
     assert "Force-close: 1 done, 0 skipped." in " ".join(messages_of(response))
+    assert "waits for another approver" in " ".join(messages_of(response))
+    reserved_batch.refresh_from_db()
+    assert reserved_batch.state == "reserved"  # asked for, not done
+    assert "1 done, 0 skipped" in approve_pending(as_second_approver, reason="verified")
     reserved_batch.refresh_from_db()
     assert reserved_batch.state == "force_closed"
     assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 3
     event = AuditEvent.objects.get(
         object_type="conversionbatch", object_id=str(reserved_batch.pk), to_state="force_closed"
     )
-    assert event.actor == "user:approver-user" and event.user == approver
-    assert event.reason == "ChangeNOW refunded, tx 0xabc"
-    # The page it lands on shows the audit trail.
-    assert "ChangeNOW refunded, tx 0xabc" in response.content.decode()
+    assert event.actor == "user:approver-two" and event.user == second_approver
+    assert event.reason == ("verified (asked by user:approver-user: ChangeNOW refunded, tx 0xabc)")
+    # The order's page shows the audit trail, the request included.
+    page = as_approver.get(
+        reverse("admin:batches_conversionbatch_change", args=[reserved_batch.pk])
+    ).content.decode()
+    assert "ChangeNOW refunded, tx 0xabc" in page
 
 
 def test_force_close_can_write_the_rows_off(
-    as_approver: HttpClient, reserved_batch: ConversionBatch
+    as_approver: HttpClient, as_second_approver: HttpClient, reserved_batch: ConversionBatch
 ) -> None:
     confirm(as_approver, "force_close", [reserved_batch], reason="fraud", write_off="on")
+    approve_pending(as_second_approver)
     assert set(Accumulation.objects.values_list("state", flat=True)) == {"written_off"}
 
 
@@ -108,13 +138,15 @@ def test_it_reports_done_and_skipped_orders_with_the_reason(
     )
     text = " ".join(messages_of(response))
     assert "Force-close: 1 done, 1 skipped." in text
-    assert f"Skipped batch {str(world.completed.pk)[:8]}: already completed." in text
+    assert f"Skipped batch {str(world.completed.pk)[:8]}: refused now: the order is already " in (
+        text
+    )
     world.completed.refresh_from_db()
     assert world.completed.state == "completed"
 
 
 def test_force_close_is_refused_while_a_broadcast_transaction_could_confirm(
-    as_approver: HttpClient, providers: Control
+    as_approver: HttpClient, as_second_approver: HttpClient, providers: Control
 ) -> None:
     providers.config(auto_mine=False)  # the deposit waits in the mempool
     batch = new_batch()
@@ -131,8 +163,10 @@ def test_force_close_is_refused_while_a_broadcast_transaction_could_confirm(
     # The way out the page names: cancel the transfer, let the cancel mine, then release.
     done = confirm(as_approver, "cancel_transfer", [batch], reason="stuck in the mempool")
     assert "Cancel the transfer: 1 done" in " ".join(messages_of(done))
+    assert "executed: " in approve_pending(as_second_approver)
     providers.post("/_sandbox/mine", {"count": 2})
     confirm(as_approver, "force_close", [batch], reason="cancel mined")
+    approve_pending(as_second_approver)
     batch.refresh_from_db()
     assert batch.state == "force_closed"
     assert Transfer.objects.get(batch=batch).state == "cancelled"
@@ -141,7 +175,7 @@ def test_force_close_is_refused_while_a_broadcast_transaction_could_confirm(
 
 
 def test_force_closing_a_payout_returns_its_rows_to_converted(
-    as_approver: HttpClient, world: World
+    as_approver: HttpClient, as_second_approver: HttpClient, world: World
 ) -> None:
     from payouts.services import payout_sweep
 
@@ -158,6 +192,7 @@ def test_force_closing_a_payout_returns_its_rows_to_converted(
         url="admin:payouts_payout_changelist",
         reason="address typo, client asked to wait",
     )
+    approve_pending(as_second_approver)
     payout.refresh_from_db()
     assert payout.state == "force_closed"
     assert Accumulation.objects.filter(client=world.alpha, state="converted").count() == 2
@@ -187,7 +222,7 @@ def test_sync_now_takes_the_next_step_through_the_provider(
 
 
 def test_force_complete_needs_a_finished_exchange_read_live(
-    as_approver: HttpClient, providers: Control
+    as_approver: HttpClient, as_second_approver: HttpClient, providers: Control
 ) -> None:
     batch = new_batch()
     step("batch", batch.pk)
@@ -195,12 +230,17 @@ def test_force_complete_needs_a_finished_exchange_read_live(
     batch.refresh_from_db()
     providers.script(batch.exchange_id, outcome="stuck", status="exchanging")
     providers.advance(60)
-    refused = confirm(as_approver, "force_complete", [batch], reason="support says done")
-    assert "only a finished exchange can be completed" in " ".join(messages_of(refused))
+    asked = confirm(as_approver, "force_complete", [batch], reason="support says done")
+    assert "waits for another approver" in " ".join(messages_of(asked))
+    # Read live when it runs: the exchange is not finished, so nothing is completed.
+    decided = approve_pending(as_second_approver)
+    assert "refused at execution" in decided
+    assert "only a finished exchange can be completed" in decided
     providers.script(batch.exchange_id, outcome="finished")
     providers.advance(60)
     done = confirm(as_approver, "force_complete", [batch], reason="support says done")
     assert "Force-complete: 1 done, 0 skipped." in " ".join(messages_of(done))
+    assert "executed: " in approve_pending(as_second_approver)
     batch.refresh_from_db()
     assert batch.state == "completed"
 

@@ -46,26 +46,47 @@ def test_the_dashboard_shows_the_figures_of_known_data(
     assert world.pending.payment_id in page.inner_text("#result_list")
 
 
-def test_an_approver_force_closes_a_batch_with_a_reason_and_sees_the_rows_released(
-    login: Any, approver: User
+def test_an_operator_asks_for_a_force_close_and_an_approver_approves_it(
+    login: Any, operator: User, approver: User
 ) -> None:
     client = ClientFactory(reference="kappa")
     credit(client, eth="0.02", usd="61.50", n=3)
     batch = sweep()
-    page = login(approver)
-    page.goto(page.url.split("/admin/")[0] + f"/admin/batches/conversionbatch/{batch.pk}/change/")
+    page = login(operator)
+    base = page.url.split("/admin/")[0]
+    page.goto(base + f"/admin/batches/conversionbatch/{batch.pk}/change/")
     page.click('button[data-action="force_close"]')
     assert "Force-close: are you sure?" in page.inner_text("#content")
     assert "releases its 3 rows to pending" in page.inner_text("#content")
+    assert "Under dual control" in page.inner_text("#content")
     page.fill("#id_reason", "ChangeNOW refunded the deposit, ticket 4711")
     page.click("#confirm-action")
     page.wait_for_selector(".messagelist")
-    assert "Force-close: 1 done, 0 skipped." in page.inner_text(".messagelist")
-    assert "force_closed" in page.inner_text("#order-summary")
-    trail = page.inner_text("#audit-timeline")
+    assert "waits for another approver" in page.inner_text(".messagelist")
+    batch.refresh_from_db()
+    assert batch.state == "reserved"  # asked for, not done
+    # The operator sees the request but cannot decide it.
+    page.goto(base + "/admin/payouts/approvalrequest/")
+    assert "pending" in page.inner_text("#result_list")
+    assert page.locator('select[name="action"] option[value="approve_requests"]').count() == 0
+
+    second = login(approver)
+    second.goto(base + "/admin/payouts/approvalrequest/?state__exact=pending")
+    second.check("#result_list input.action-select")
+    second.select_option('select[name="action"]', "approve_requests")
+    second.click('button[name="index"]')
+    assert "Approve and run: are you sure?" in second.inner_text("#content")
+    assert "ChangeNOW refunded the deposit, ticket 4711" in second.inner_text("#content")
+    second.fill("#id_reason", "checked the refund on the explorer")
+    second.click("#confirm-action")
+    second.wait_for_selector(".messagelist")
+    assert "Approve and run: 1 done, 0 skipped." in second.inner_text(".messagelist")
+    second.goto(base + f"/admin/batches/conversionbatch/{batch.pk}/change/")
+    assert "force_closed" in second.inner_text("#order-summary")
+    trail = second.inner_text("#audit-timeline")
     assert "ChangeNOW refunded the deposit, ticket 4711" in trail
-    assert "user:approver-user" in trail
-    assert "No rows are linked any more" in page.inner_text("#rows-summary")
+    assert "user:approver-user" in trail and "user:operator-user" in trail
+    assert "No rows are linked any more" in second.inner_text("#rows-summary")
     batch.refresh_from_db()
     assert batch.state == "force_closed"
     assert Accumulation.objects.filter(state="pending", batch__isnull=True).count() == 3

@@ -144,7 +144,7 @@ def test_it_renders_in_the_same_bounded_number_of_queries_whatever_the_data_size
     for state in ("needs_attention", "converting"):
         BatchFactory.create_batch(5, state=state)
     PayoutFactory.create_batch(5, state="reserved")
-    with django_assert_max_num_queries(12), CaptureQueriesContext(connection) as big:
+    with django_assert_max_num_queries(13), CaptureQueriesContext(connection) as big:
         assert as_viewer.get(INDEX).status_code == 200
     assert len(big.captured_queries) == len(small.captured_queries)
 
@@ -188,3 +188,21 @@ def test_it_lists_failed_django_q_tasks(as_viewer: HttpClient) -> None:
     html = as_viewer.get(INDEX).content.decode()
     assert figure(html, "failed-tasks") == "1"
     assert "payouts.tasks.advance_order" in html and "ProviderError: 502" in html
+
+
+def test_requests_waiting_for_an_approver_are_on_the_dashboard(
+    as_viewer: HttpClient, approver: object, db: object
+) -> None:
+    from payouts.approvals import approval_request
+    from tests.admin.conftest import credit, sweep
+    from tests.factories import ClientFactory
+
+    assert figure(as_viewer.get(INDEX).content.decode(), "approvals") == "0"
+    credit(ClientFactory(), n=2)
+    batch = sweep()
+    approval_request(
+        action="force_close", kind="batch", order_id=batch.pk, reason="stuck", user=approver
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "approvals") == "1"
+    assert 'class="bad" data-figure="approvals"' in html

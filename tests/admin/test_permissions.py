@@ -72,14 +72,16 @@ def test_a_viewer_sees_no_action_anywhere(as_viewer: HttpClient, db: object) -> 
     assert "/switch/" not in dashboard
 
 
-def test_an_operator_sees_sync_retry_and_export_but_not_the_approver_actions(
+def test_an_operator_may_ask_for_actions_on_money_but_never_decide_them(
     as_operator: HttpClient, db: object
 ) -> None:
     page = as_operator.get(changelist("batches_conversionbatch")).content.decode()
-    for name in ("sync_now", "retry_step", "export_csv"):
+    # Force-close and force-complete only record a request under dual control.
+    for name in ("sync_now", "retry_step", "export_csv", "force_close", "force_complete"):
         assert f'value="{name}"' in page
-    for name in ("force_close", "force_complete"):
-        assert f'value="{name}"' not in page
+    requests = as_operator.get(changelist("payouts_approvalrequest")).content.decode()
+    for name in ("approve_requests", "reject_requests"):
+        assert f'value="{name}"' not in requests
 
 
 def test_an_approver_sees_every_order_action(as_approver: HttpClient, db: object) -> None:
@@ -88,7 +90,7 @@ def test_an_approver_sees_every_order_action(as_approver: HttpClient, db: object
         assert f'value="{name}"' in page
 
 
-@pytest.mark.parametrize("persona", ["viewer", "operator"])
+@pytest.mark.parametrize("persona", ["viewer"])
 def test_a_forged_force_close_is_refused_with_403_and_changes_nothing(
     persona: str, request: pytest.FixtureRequest, db: object
 ) -> None:
@@ -160,3 +162,36 @@ def test_not_even_a_superuser_edits_a_money_row_through_a_form(
     assert admin_client.post(batch_page, {"state": "failed"}).status_code == 403
     world.completed.refresh_from_db()
     assert world.completed.state == "completed"
+
+
+def decide_post(request_id: int, action: str = "approve_requests") -> dict[str, object]:
+    return {
+        "action": action,
+        "_selected_action": [str(request_id)],
+        "confirm": "yes",
+        "reason": "forged",
+    }
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator", "requester"])
+@pytest.mark.parametrize("action", ["approve_requests", "reject_requests"])
+def test_a_forged_decision_by_the_wrong_person_is_403_and_changes_nothing(
+    who: str, action: str, request: pytest.FixtureRequest, approver: object, db: object
+) -> None:
+    from payouts.approvals import approval_request
+    from payouts.models import ApprovalRequest
+
+    client = ClientFactory()
+    credit(client, n=2)
+    batch = sweep()
+    req = approval_request(
+        action="force_close", kind="batch", order_id=batch.pk, reason="stuck", user=approver
+    )
+    http: HttpClient = request.getfixturevalue("as_approver" if who == "requester" else f"as_{who}")
+    audit_before = AuditEvent.objects.count()
+    response = http.post(changelist("payouts_approvalrequest"), decide_post(req.pk, action))
+    assert response.status_code == 403
+    assert ApprovalRequest.objects.get(pk=req.pk).state == "pending"
+    batch.refresh_from_db()
+    assert batch.state == "reserved"
+    assert AuditEvent.objects.count() == audit_before

@@ -755,6 +755,53 @@ def book_what_closed_orders_received(stack: Stack) -> list[str]:
     return booked
 
 
+def books_against_chain(stack: Stack) -> dict[str, Any]:
+    """The ledger's host wallet and network fees next to the sandbox chain's own figures:
+    its balances, and gasUsed x effectiveGasPrice of every mined host transaction."""
+    assert stack.sandbox is not None
+    accounts = stack.manage_json("balances")["accounts"]
+    state = stack.sandbox.state()
+    gas_wei = 0
+    for tx in state["transactions"]:
+        if tx["from"].lower() != HOST_WALLET.lower() or tx["block"] is None:
+            continue
+        receipt = stack.sandbox.session.post(
+            f"{stack.sandbox.url}/rpc",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_getTransactionReceipt",
+                "params": [tx["hash"]],
+            },
+            timeout=10,
+        ).json()["result"]
+        gas_wei += int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+    chain = state["balances"][HOST_WALLET]
+    return {
+        "books": (
+            Decimal(accounts["host_wallet"]["eth"]),
+            Decimal(accounts["host_wallet"]["usdt"]),
+            Decimal(accounts.get("network_fees", {}).get("eth", "0")),
+        ),
+        "chain": (Decimal(chain["eth"]), Decimal(chain["usdt"]), Decimal(gas_wei).scaleb(-18)),
+    }
+
+
+def assert_books_equal_chain(stack: Stack, timeout: float = 30) -> None:
+    """host_wallet equals the chain's balances to the wei and network_fees the gas the chain
+    charged, once every transfer is final and booked."""
+    last: dict[str, Any] = {}
+
+    def equal() -> bool:
+        last.update(books_against_chain(stack))
+        return last["books"] == last["chain"]
+
+    try:
+        wait_until(equal, timeout=timeout, what="the books to equal the chain", interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"books (host ETH, host USDT, gas) vs chain: {last}") from exc
+
+
 def assert_reconcile_ok(stack: Stack) -> dict[str, Any]:
     report = stack.manage_json("reconcile", check=False)
     assert report["ok"] is True, json.dumps(report, indent=1, default=str)

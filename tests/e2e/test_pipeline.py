@@ -18,6 +18,7 @@ from tests.e2e.harness import (
     RUN_SCRIPT,
     Stack,
     assert_books_balance,
+    assert_books_equal_chain,
     assert_reconcile_ok,
 )
 
@@ -52,6 +53,7 @@ def test_it_pays_every_merchant_exactly_from_signed_payments(stack: Stack) -> No
     assert status["accumulations"]["paid"]["count"] == len(payments)
     assert status["payouts"]["completed"] == 3
     assert_books_balance(stack)
+    assert_books_equal_chain(stack)
     assert_reconcile_ok(stack)
 
 
