@@ -34,6 +34,66 @@ ORDER_ACTIONS = {
 }
 REQUEST_PERMISSION = "payouts.request_changes"
 APPROVE_PERMISSION = "payouts.approve_changes"
+# Run-time settings a second person must agree to: what decides how money is split and
+# when it moves, the dual-control limit itself, and resuming a paused sweep. Pausing is the
+# safe direction and stays immediate: an incident must not wait for a second person.
+DUAL_SETTINGS = frozenset(
+    {"conversion_threshold_usd", "platform_fee_percent", "dual_control_over_usdt"}
+)
+PAUSE_SETTINGS = frozenset({"conversions_paused", "payouts_paused"})
+
+
+def settings_dual_controlled(changes: dict[str, Any]) -> dict[str, Any]:
+    """The part of `changes` that needs a second person (resumes included)."""
+    return {
+        name: value
+        for name, value in changes.items()
+        if name in DUAL_SETTINGS or (name in PAUSE_SETTINGS and not value)
+    }
+
+
+def settings_change_request(*, changes: dict[str, Any], reason: str, user: Any) -> ApprovalRequest:
+    """Ask for a change of run-time settings (approver role: they decide settings)."""
+    from payouts.models import RuntimeSettings
+
+    if not user.has_perm("payouts.change_runtimesettings"):
+        raise NotAllowed("only an approver may ask to change run-time settings")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApprovalError("a reason is required: it is recorded with the request")
+    row = runtime_settings_get()
+    lines = []
+    clean: dict[str, str] = {}
+    for name, value in changes.items():
+        field = RuntimeSettings._meta.get_field(name)
+        try:
+            new = field.clean(value, row)
+        except Exception as exc:  # noqa: BLE001 - a validation error: say which field
+            raise ApprovalError(f"{name}: {exc}") from None
+        clean[name] = str(new)
+        lines.append(f"{field.verbose_name}: {getattr(row, name)} → {new}")
+    if not clean:
+        raise ApprovalError("nothing to change")
+    actor = Actor.of_user(user)
+    try:
+        with transaction.atomic():
+            req = ApprovalRequest.objects.create(
+                action=ApprovalRequest.Action.SETTINGS_CHANGE,
+                target_kind="settings",
+                target_id="1",
+                options={"changes": clean},
+                plan="Sets " + "; ".join(lines) + " (effective at the next job run).",
+                reason=reason,
+                requested_by=user,
+                requested_actor=actor.name,
+                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
+            )
+            _audit(req, "approval_requested", actor, reason, plan=req.plan, options=req.options)
+    except IntegrityError:
+        raise ApprovalError(
+            "a change of run-time settings is already waiting for a decision: decide it first"
+        ) from None
+    return req
 
 
 class ApprovalError(Exception):
@@ -54,7 +114,9 @@ def _audit(req: ApprovalRequest, kind: str, actor: Actor, reason: str, **data: A
         data={"action": req.action, "target": f"{req.target_kind}:{req.target_id}", **data},
     )
     audit_record(
-        object_type="conversionbatch" if req.target_kind == "batch" else "payout",
+        object_type={"batch": "conversionbatch", "settings": "runtimesettings"}.get(
+            req.target_kind, req.target_kind
+        ),
         object_id=req.target_id,
         kind=kind,
         actor=actor,
@@ -176,6 +238,19 @@ def approval_approve(*, request_id: int, user: Any, reason: str) -> ApprovalRequ
 
 def _execute(req: ApprovalRequest, actor: Actor, reason: str) -> tuple[str, str]:
     why = f"{reason} (asked by {req.requested_actor}: {req.reason})"
+    if req.action == ApprovalRequest.Action.SETTINGS_CHANGE:
+        from payouts.models import RuntimeSettings
+        from payouts.services import runtime_settings_update
+
+        changes = {
+            name: RuntimeSettings._meta.get_field(name).to_python(value)
+            for name, value in req.options["changes"].items()
+        }
+        try:
+            runtime_settings_update(changes=changes, actor=actor, reason=why)
+        except Exception as exc:  # noqa: BLE001 - validation at execution: the request fails
+            return ApprovalRequest.State.FAILED, f"refused at execution: {exc}"
+        return ApprovalRequest.State.EXECUTED, req.plan
     if req.action == ApprovalRequest.Action.RELEASE_PAYOUT:
         transaction.on_commit(lambda: engine.enqueue_advance(kind="payout", order_id=req.target_id))
         return ApprovalRequest.State.EXECUTED, "released: the engine takes its next step"

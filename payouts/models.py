@@ -717,12 +717,13 @@ class ApprovalRequest(models.Model):
         SPEED_UP = "speed_up", "speed up the transfer"
         CANCEL_TRANSFER = "cancel_transfer", "cancel the transfer"
         RELEASE_PAYOUT = "release_payout", "release a large payout"
+        SETTINGS_CHANGE = "settings_change", "change run-time settings"
 
     OPEN: ClassVar[tuple[str, ...]] = ("pending",)
     LIFETIME_HOURS: ClassVar[int] = 24
 
     action = models.CharField(max_length=24, choices=Action.choices)
-    target_kind = models.CharField(max_length=12)  # "batch" | "payout"
+    target_kind = models.CharField(max_length=12)  # "batch" | "payout" | "settings"
     target_id = models.CharField(max_length=64)
     options = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     plan = models.TextField(help_text="What the action will do, as shown when it was asked.")
@@ -768,12 +769,14 @@ class ApprovalRequest(models.Model):
                         "speed_up",
                         "cancel_transfer",
                         "release_payout",
+                        "settings_change",
                     ]
                 ),
                 name="approval_action_valid",
             ),
             models.CheckConstraint(
-                condition=Q(target_kind__in=["batch", "payout"]), name="approval_target_kind"
+                condition=Q(target_kind__in=["batch", "payout", "settings"]),
+                name="approval_target_kind",
             ),
             models.CheckConstraint(condition=~Q(reason=""), name="approval_reason_present"),
             # Nobody decides their own request.

@@ -43,7 +43,11 @@ DECISIONS: Mapping[str, ActionSpec] = {
         summary="Ends each request without running it; nothing changes.",
     ),
 }
-TARGET_PAGES = {"batch": ("batches", "conversionbatch"), "payout": ("payouts", "payout")}
+TARGET_PAGES = {
+    "batch": ("batches", "conversionbatch"),
+    "payout": ("payouts", "payout"),
+    "settings": ("payouts", "runtimesettings"),
+}
 
 
 @admin.register(ApprovalRequest)

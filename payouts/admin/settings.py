@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from payouts import approvals
 from payouts.admin.shared import (
     _runtime,
 )
@@ -160,9 +161,24 @@ class RuntimeSettingsAdmin(admin.ModelAdmin):
         }
         if any(name in PAUSE_SWITCHES for name in changes):
             require_permission(request, "payouts.pause_jobs")
-        runtime_settings_update(
-            changes=changes, actor=Actor.of_user(request.user), reason=form.cleaned_data["reason"]
-        )
+        reason = form.cleaned_data["reason"]
+        asked = approvals.settings_dual_controlled(changes)
+        now = {name: value for name, value in changes.items() if name not in asked}
+        if now:
+            runtime_settings_update(changes=now, actor=Actor.of_user(request.user), reason=reason)
+        if asked:
+            try:
+                req = approvals.settings_change_request(
+                    changes=asked, reason=reason, user=request.user
+                )
+            except approvals.ApprovalError as exc:
+                self.message_user(request, f"Not asked: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Request #{req.pk} waits for another approver (dual control): {req.plan}",
+                    messages.WARNING,
+                )
         obj.refresh_from_db()
 
     def get_urls(self) -> list[Any]:
@@ -188,14 +204,28 @@ class RuntimeSettingsAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not reason:
                 errors.append("A reason is required: it is recorded in the audit trail.")
-            else:
+            elif paused:
                 runtime_settings_update(
                     changes={name: paused}, actor=Actor.of_user(request.user), reason=reason
                 )
-                verb = "paused" if paused else "resumed"
                 self.message_user(
-                    request, f"{what.capitalize()} {verb} (audited).", messages.SUCCESS
+                    request, f"{what.capitalize()} paused (audited).", messages.SUCCESS
                 )
+            else:
+                # Resuming moves money again: another approver decides it.
+                try:
+                    req = approvals.settings_change_request(
+                        changes={name: False}, reason=reason, user=request.user
+                    )
+                except approvals.ApprovalError as exc:
+                    self.message_user(request, f"Not asked: {exc}", messages.ERROR)
+                else:
+                    self.message_user(
+                        request,
+                        f"Resuming {what} is request #{req.pk}: it waits for another approver.",
+                        messages.WARNING,
+                    )
+            if not errors:
                 # Only back into this site: a crafted link must not bounce to another host.
                 target = request.GET.get("next") or ""
                 if not url_has_allowed_host_and_scheme(
@@ -207,8 +237,9 @@ class RuntimeSettingsAdmin(admin.ModelAdmin):
             f"The {'conversion' if what == 'conversions' else 'payout'} sweep will do nothing "
             "from its next run until resumed; orders already under way continue."
             if paused
-            else f"The {'conversion' if what == 'conversions' else 'payout'} sweep runs again "
-            "from its next run."
+            else f"Asks to resume: once another approver approves it, the "
+            f"{'conversion' if what == 'conversions' else 'payout'} sweep runs again from its "
+            "next run."
         )
         context = {
             **self.admin_site.each_context(request),

@@ -310,7 +310,7 @@ def test_resolving_an_unmatched_payment_shows_the_client_before_crediting_once(
 
 
 def test_pausing_conversions_needs_a_reason_and_is_audited(
-    as_approver: HttpClient, db: object
+    as_approver: HttpClient, as_second_approver: HttpClient, db: object
 ) -> None:
     runtime_settings_get()
     switch = reverse("admin:payouts_runtimesettings_switch", args=["conversions_paused", "on"])
@@ -324,9 +324,14 @@ def test_pausing_conversions_needs_a_reason_and_is_audited(
     event = AuditEvent.objects.get(object_type="runtimesettings", kind="setting_changed")
     assert event.data == {"setting": "conversions_paused", "old": "False", "new": "True"}
     assert event.reason == "ETH price crash, incident #12"
+    # Pausing is immediate; resuming moves money again and waits for another approver.
     resume = reverse("admin:payouts_runtimesettings_switch", args=["conversions_paused", "off"])
     as_approver.post(resume, {"reason": "incident over"})
+    assert RuntimeSettings.objects.get().conversions_paused
+    assert "executed: " in approve_pending(as_second_approver, reason="agreed, incident over")
     assert not RuntimeSettings.objects.get().conversions_paused
+    resumed = AuditEvent.objects.filter(object_type="runtimesettings", kind="setting_changed")
+    assert resumed.latest("id").actor == "user:approver-two"
 
 
 def test_an_action_on_too_many_orders_at_once_does_nothing(

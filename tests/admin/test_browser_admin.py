@@ -137,7 +137,7 @@ def test_an_operator_exports_the_filtered_list_to_csv(
 
 
 def test_an_approver_raises_the_threshold_and_the_change_is_audited(
-    login: Any, approver: User, live_server: Any
+    login: Any, approver: User, second_approver: User, live_server: Any
 ) -> None:
     page = login(approver)
     page.goto(f"{live_server.url}/admin/payouts/runtimesettings/")
@@ -145,12 +145,24 @@ def test_an_approver_raises_the_threshold_and_the_change_is_audited(
     page.fill("#id_reason", "volume has grown (story 5)")
     page.click('input[value="Save settings"]')
     page.wait_for_selector(".messagelist")
-    history = page.inner_text("#settings-history")
+    assert "waits for another approver" in page.inner_text(".messagelist")
+    assert RuntimeSettings.objects.get().conversion_threshold_usd == 20
+    second = login(second_approver)
+    second.goto(f"{live_server.url}/admin/payouts/approvalrequest/?state__exact=pending")
+    second.check("#result_list input.action-select")
+    second.select_option('select[name="action"]', "approve_requests")
+    second.click('button[name="index"]')
+    assert "20" in second.inner_text("#content") and "200" in second.inner_text("#content")
+    second.fill("#id_reason", "agreed in the weekly review")
+    second.click("#confirm-action")
+    second.wait_for_selector(".messagelist")
+    second.goto(f"{live_server.url}/admin/payouts/runtimesettings/")
+    history = second.inner_text("#settings-history")
     assert "conversion_threshold_usd" in history and "volume has grown (story 5)" in history
     row = RuntimeSettings.objects.get()
     assert row.conversion_threshold_usd == 200
     event = AuditEvent.objects.get(kind="setting_changed")
-    assert event.actor == "user:approver-user" and event.data["setting"] == (
+    assert event.actor == "user:approver-two" and event.data["setting"] == (
         "conversion_threshold_usd"
     )
     assert ConversionBatch.objects.count() == 0

@@ -36,7 +36,7 @@ def test_the_list_url_opens_the_one_settings_page(as_viewer: HttpClient, page: s
 
 
 def test_a_threshold_change_is_audited_with_old_new_and_reason(
-    as_approver: HttpClient, page: str
+    as_approver: HttpClient, as_second_approver: HttpClient, page: str
 ) -> None:
     response = as_approver.post(
         page,
@@ -49,7 +49,14 @@ def test_a_threshold_change_is_audited_with_old_new_and_reason(
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     row = RuntimeSettings.objects.get()
-    assert row.conversion_threshold_usd == Decimal(200) and row.stuck_converting_minutes == 420
+    # The threshold decides when money moves: it waits for another approver; the stuck
+    # limit does not and applies at once.
+    assert row.conversion_threshold_usd == Decimal(20) and row.stuck_converting_minutes == 420
+    from tests.admin.test_actions import approve_pending
+
+    assert "executed: " in approve_pending(as_second_approver, reason="agreed")
+    row = RuntimeSettings.objects.get()
+    assert row.conversion_threshold_usd == Decimal(200)
     events = {
         e.data["setting"]: e
         for e in AuditEvent.objects.filter(object_type="runtimesettings", kind="setting_changed")
@@ -57,8 +64,11 @@ def test_a_threshold_change_is_audited_with_old_new_and_reason(
     assert set(events) == {"conversion_threshold_usd", "stuck_converting_minutes"}
     assert Decimal(events["conversion_threshold_usd"].data["old"]) == 20
     assert Decimal(events["conversion_threshold_usd"].data["new"]) == 200
-    assert events["conversion_threshold_usd"].reason == "volume has grown"
-    assert events["conversion_threshold_usd"].actor == "user:approver-user"
+    assert events["conversion_threshold_usd"].reason == (
+        "agreed (asked by user:approver-user: volume has grown)"
+    )
+    assert events["conversion_threshold_usd"].actor == "user:approver-two"
+    assert events["stuck_converting_minutes"].actor == "user:approver-user"
     history = as_approver.get(page).content.decode()
     assert "conversion_threshold_usd" in history and "volume has grown" in history
 

@@ -212,3 +212,34 @@ def test_a_large_payout_waits_in_reserved_until_a_second_person_releases_it(
         "executed"
     )
     assert run_to("payout", payout.pk, providers, {"completed"}) == "completed"
+
+
+def test_a_fee_change_waits_for_a_second_approver_and_an_operator_cannot_ask(
+    operator,
+    approver,
+    second_approver,  # noqa: ANN001
+) -> None:
+    from payouts.approvals import settings_change_request
+    from payouts.models import RuntimeSettings
+    from payouts.services import runtime_settings_get
+
+    before = runtime_settings_get().platform_fee_percent
+    assert before == Decimal(3)
+    with pytest.raises(NotAllowed):
+        settings_change_request(
+            changes={"platform_fee_percent": "5"}, reason="pricing", user=operator
+        )
+    req = settings_change_request(
+        changes={"platform_fee_percent": "5"}, reason="new pricing", user=approver
+    )
+    assert "platform fee percent: 3.0000 → 5" in req.plan
+    assert RuntimeSettings.objects.get().platform_fee_percent == before
+    with pytest.raises(NotAllowed):
+        approval_approve(request_id=req.pk, user=approver, reason="mine")
+    done = approval_approve(request_id=req.pk, user=second_approver, reason="board agreed")
+    assert done.state == "executed"
+    assert RuntimeSettings.objects.get().platform_fee_percent == Decimal(5)
+    with pytest.raises(ApprovalError, match="platform_fee_percent"):
+        settings_change_request(
+            changes={"platform_fee_percent": "500"}, reason="typo", user=approver
+        )
