@@ -238,6 +238,8 @@ def approval_approve(*, request_id: int, user: Any, reason: str) -> ApprovalRequ
 
 def _execute(req: ApprovalRequest, actor: Actor, reason: str) -> tuple[str, str]:
     why = f"{reason} (asked by {req.requested_actor}: {req.reason})"
+    if req.action == ApprovalRequest.Action.CLIENT_DESTINATION:
+        return _execute_destination(req, actor, why)
     if req.action == ApprovalRequest.Action.SETTINGS_CHANGE:
         from payouts.models import RuntimeSettings
         from payouts.services import runtime_settings_update
@@ -301,6 +303,74 @@ def approvals_expire(*, now: Any = None, only: Any = None) -> int:
         if updated:
             _audit(req, "approval_expired", Actor.system("approvals"), "older than 24 h")
     return len(stale)
+
+
+# --- client destinations ------------------------------------------------------------------
+
+
+def client_destination_request(
+    *, client: Any, changes: dict[str, str], reason: str, user: Any
+) -> ApprovalRequest:
+    """Ask to pay a client somewhere else (approver role). `changes` are validated
+    destination fields (payout_currency, payout_network, payout_address, payout_extra_id)."""
+    from payouts.services import DESTINATION_FIELDS
+
+    if not user.has_perm("payouts.change_client"):
+        raise NotAllowed("only an approver may ask to change a client's payout destination")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApprovalError("a reason is required: it is recorded with the request")
+    if not changes or set(changes) - set(DESTINATION_FIELDS):
+        raise ApprovalError("only payout destination fields are asked for this way")
+    old = " ".join(str(getattr(client, f) or "") for f in DESTINATION_FIELDS).strip()
+    new = " ".join(str(changes.get(f, getattr(client, f)) or "") for f in DESTINATION_FIELDS)
+    actor = Actor.of_user(user)
+    try:
+        with transaction.atomic():
+            req = ApprovalRequest.objects.create(
+                action=ApprovalRequest.Action.CLIENT_DESTINATION,
+                target_kind="client",
+                target_id=str(client.pk),
+                options={"changes": changes, "reference": client.reference},
+                plan=f"Pays {client.reference} at {new.strip()} instead of {old}, from its "
+                "next payout on (payouts already under way keep their address).",
+                reason=reason,
+                requested_by=user,
+                requested_actor=actor.name,
+                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
+            )
+            _audit(req, "approval_requested", actor, reason, plan=req.plan, options=req.options)
+    except IntegrityError:
+        raise ApprovalError(
+            f"a destination change for {client.reference} is already waiting for a decision"
+        ) from None
+    return req
+
+
+def _execute_destination(req: ApprovalRequest, actor: Actor, why: str) -> tuple[str, str]:
+    from payouts.models import Client
+    from payouts.services import client_upsert, client_validate
+
+    client = Client.objects.get(pk=req.target_id)
+    raw = {
+        "reference": client.reference,
+        "name": client.name,
+        "payout_strategy": client.payout_strategy,
+        "payout_threshold_usd": str(client.payout_threshold_usd),
+        "payout_currency": client.payout_currency,
+        "payout_network": client.payout_network,
+        "payout_address": client.payout_address,
+        "payout_extra_id": client.payout_extra_id,
+        "fee_percent": "" if client.fee_percent is None else str(client.fee_percent),
+        **req.options["changes"],
+    }
+    try:
+        cleaned = client_validate(data=raw)  # the address checks again, at execution
+    except ValueError as exc:
+        return ApprovalRequest.State.FAILED, f"refused at execution: {exc}"
+    fields = {"reference": client.reference, **{k: cleaned[k] for k in req.options["changes"]}}
+    client_upsert(data=fields, actor=actor, reason=why)
+    return ApprovalRequest.State.EXECUTED, req.plan
 
 
 # --- large payouts ------------------------------------------------------------------------

@@ -718,12 +718,13 @@ class ApprovalRequest(models.Model):
         CANCEL_TRANSFER = "cancel_transfer", "cancel the transfer"
         RELEASE_PAYOUT = "release_payout", "release a large payout"
         SETTINGS_CHANGE = "settings_change", "change run-time settings"
+        CLIENT_DESTINATION = "client_destination", "change a client's payout destination"
 
     OPEN: ClassVar[tuple[str, ...]] = ("pending",)
     LIFETIME_HOURS: ClassVar[int] = 24
 
     action = models.CharField(max_length=24, choices=Action.choices)
-    target_kind = models.CharField(max_length=12)  # "batch" | "payout" | "settings"
+    target_kind = models.CharField(max_length=12)  # batch | payout | settings | client
     target_id = models.CharField(max_length=64)
     options = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     plan = models.TextField(help_text="What the action will do, as shown when it was asked.")
@@ -770,12 +771,13 @@ class ApprovalRequest(models.Model):
                         "cancel_transfer",
                         "release_payout",
                         "settings_change",
+                        "client_destination",
                     ]
                 ),
                 name="approval_action_valid",
             ),
             models.CheckConstraint(
-                condition=Q(target_kind__in=["batch", "payout", "settings"]),
+                condition=Q(target_kind__in=["batch", "payout", "settings", "client"]),
                 name="approval_target_kind",
             ),
             models.CheckConstraint(condition=~Q(reason=""), name="approval_reason_present"),

@@ -47,6 +47,7 @@ TARGET_PAGES = {
     "batch": ("batches", "conversionbatch"),
     "payout": ("payouts", "payout"),
     "settings": ("payouts", "runtimesettings"),
+    "client": ("payouts", "client"),
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import (
     Count,
@@ -19,6 +19,7 @@ from django.db.models import (
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from payouts import approvals
 from payouts.admin.shared import (
     audit_details,
     audit_url,
@@ -41,6 +42,7 @@ from payouts.models import (
     Payout,
 )
 from payouts.services import (
+    DESTINATION_FIELDS,
     client_upsert,
     client_validate,
 )
@@ -168,9 +170,33 @@ class ClientAdmin(ReadOnlyAdmin):
 
     def save_model(self, request: HttpRequest, obj: Client, form: Any, change: bool) -> None:
         reason = (form.cleaned_data.get("reason") or "").strip() or "created in admin"
+        data = dict(form.validated)
+        asked: dict[str, Any] = {}
+        if change:
+            # A new payout destination waits for another approver (dual control); the
+            # client's other fields change at once.
+            current = Client.objects.get(pk=obj.pk)
+            asked = {
+                name: data.pop(name)
+                for name in DESTINATION_FIELDS
+                if name in data and getattr(current, name) != data[name]
+            }
         client, _outcome = client_upsert(
-            data=form.validated, actor=Actor.of_user(request.user), reason=reason
+            data=data, actor=Actor.of_user(request.user), reason=reason
         )
+        if asked:
+            try:
+                req = approvals.client_destination_request(
+                    client=client, changes=asked, reason=reason, user=request.user
+                )
+            except approvals.ApprovalError as exc:
+                self.message_user(request, f"Destination not changed: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Request #{req.pk} waits for another approver (dual control): {req.plan}",
+                    messages.WARNING,
+                )
         obj.pk = client.pk
         obj.refresh_from_db()
 

@@ -33,19 +33,27 @@ def edit(client: Client, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v != "" or k in ("reason", "fee_percent")}
 
 
-def test_a_destination_change_is_validated_saved_and_audited(
-    as_approver: HttpClient, world: World
+def test_a_destination_change_is_validated_approved_by_another_approver_and_audited(
+    as_approver: HttpClient, as_second_approver: HttpClient, world: World
 ) -> None:
+    from tests.admin.test_actions import approve_pending
+
     page = reverse("admin:payouts_client_change", args=[world.alpha.pk])
     response = as_approver.post(
         page, edit(world.alpha, payout_address=NEW_BTC, reason="merchant letter 2024-11-02")
     )
     assert response.status_code == 302, response.content.decode()[:3000]
     world.alpha.refresh_from_db()
+    assert world.alpha.payout_address == BTC  # waits for a second person
+    assert "executed: " in approve_pending(as_second_approver, reason="called the merchant")
+    world.alpha.refresh_from_db()
     assert world.alpha.payout_address == NEW_BTC
     event = AuditEvent.objects.get(object_type="client", kind="payout_destination_changed")
     assert event.data == {"payout_address": {"old": BTC, "new": NEW_BTC}}
-    assert event.reason == "merchant letter 2024-11-02" and event.actor == "user:approver-user"
+    assert event.reason == (
+        "called the merchant (asked by user:approver-user: merchant letter 2024-11-02)"
+    )
+    assert event.actor == "user:approver-two"
     html = as_approver.get(page).content.decode()
     assert f"payout_address: {BTC} → {NEW_BTC}" in html
 

@@ -243,3 +243,37 @@ def test_a_fee_change_waits_for_a_second_approver_and_an_operator_cannot_ask(
         settings_change_request(
             changes={"platform_fee_percent": "500"}, reason="typo", user=approver
         )
+
+
+def test_a_client_destination_change_is_asked_and_run_by_another_approver(
+    operator,
+    approver,
+    second_approver,  # noqa: ANN001
+) -> None:
+    from payouts.approvals import client_destination_request
+    from payouts.models import Client
+    from tests.factories import ClientFactory
+
+    client = ClientFactory(
+        reference="dest-co",
+        payout_currency="btc",
+        payout_network="btc",
+        payout_address="bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    )
+    new = {"payout_address": "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"}
+    with pytest.raises(NotAllowed):
+        client_destination_request(client=client, changes=new, reason="letter", user=operator)
+    req = client_destination_request(client=client, changes=new, reason="letter", user=approver)
+    assert "instead of btc btc bc1qar0" in req.plan
+    assert Client.objects.get(pk=client.pk).payout_address.startswith("bc1qar0")
+    done = approval_approve(request_id=req.pk, user=second_approver, reason="called them")
+    assert done.state == "executed"
+    assert Client.objects.get(pk=client.pk).payout_address == new["payout_address"]
+    # An address that no longer validates when it runs is refused then.
+    bad = client_destination_request(
+        client=client, changes={"payout_address": "bc1qnotanaddress"}, reason="x", user=approver
+    )
+    assert approval_approve(request_id=bad.pk, user=second_approver, reason="ok").state == (
+        "failed"
+    )
+    assert Client.objects.get(pk=client.pk).payout_address == new["payout_address"]
