@@ -206,3 +206,11 @@ def test_requests_waiting_for_an_approver_are_on_the_dashboard(
     html = as_viewer.get(INDEX).content.decode()
     assert figure(html, "approvals") == "1"
     assert 'class="bad" data-figure="approvals"' in html
+
+
+def test_finance_roles_get_no_link_to_django_q_pages_they_cannot_open(
+    as_viewer: HttpClient, db: object
+) -> None:
+    html = as_viewer.get(INDEX).content.decode()
+    assert reverse("admin:django_q_failure_changelist") not in html
+    assert 'data-figure="failed-tasks"' in html
