@@ -3,6 +3,7 @@ server: what each persona sees and can do, end to end."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -166,3 +167,48 @@ def test_an_approver_raises_the_threshold_and_the_change_is_audited(
         "conversion_threshold_usd"
     )
     assert ConversionBatch.objects.count() == 0
+
+
+def test_a_rejected_request_changes_nothing_and_a_large_payout_waits_for_release(
+    login: Any, approver: User, second_approver: User
+) -> None:
+    from payouts.approvals import approval_request, payout_release_held
+    from payouts.models import ApprovalRequest, Payout
+    from payouts.services import runtime_settings_update
+    from payouts.transitions import Actor
+    from tests.factories import PayoutFactory
+
+    client = ClientFactory(reference="lambda")
+    credit(client, eth="0.02", usd="61.50", n=2)
+    batch = sweep()
+    approval_request(
+        action="force_close", kind="batch", order_id=batch.pk, reason="looks stuck", user=approver
+    )
+    runtime_settings_update(
+        changes={"dual_control_over_usdt": Decimal("100")}, actor=Actor.system("t"), reason="t"
+    )
+    big = PayoutFactory(state="reserved", usdt_amount=Decimal("250"))
+    assert payout_release_held(payout=big)  # the system asks for its release
+
+    page = login(second_approver)
+    base = page.url.split("/admin/")[0]
+    page.goto(base + "/admin/")
+    assert page.inner_text('[data-figure="approvals"]').startswith("2")
+    requests = base + "/admin/payouts/approvalrequest/"
+    page.goto(requests + "?state__exact=pending&action__exact=force_close")
+    page.check("#result_list input.action-select")
+    page.select_option('select[name="action"]', "reject_requests")
+    page.click('button[name="index"]')
+    page.fill("#id_reason", "support confirms it is moving")
+    page.click("#confirm-action")
+    page.wait_for_selector(".messagelist")
+    assert "Reject: 1 done, 0 skipped." in page.inner_text(".messagelist")
+    batch.refresh_from_db()
+    assert batch.state == "reserved"
+    page.goto(requests + "?action__exact=release_payout")
+    assert "release a large payout" in page.inner_text("#result_list")
+    assert "system:payout_sweep" in page.inner_text("#result_list")
+    big.refresh_from_db()
+    assert big.state == "reserved"
+    assert ApprovalRequest.objects.get(action="release_payout").state == "pending"
+    assert Payout.objects.get(pk=big.pk).state == "reserved"
