@@ -451,7 +451,10 @@ def transfer_check(
         return ChainView(state, final=final, depth=depth, tx_hash=tx_hash)
     if transfer.state in (Transfer.State.MINED, Transfer.State.REVERTED, Transfer.State.CANCELLED):
         # A reorg took the receipt away: pending again, and the stored bytes go out again.
-        Transfer.objects.filter(pk=transfer.pk).update(
+        # (Filtered on what this checker saw: a concurrent checker that made it final wins.)
+        reorged = Transfer.objects.filter(
+            pk=transfer.pk, state=transfer.state, final_at__isnull=True
+        ).update(
             state=Transfer.State.BROADCAST,
             mined_hash="",
             receipt_status=None,
@@ -461,19 +464,28 @@ def transfer_check(
             mined_at=None,
         )
         transfer.refresh_from_db()
+        if not reorged:
+            return ChainView(transfer.state, final=transfer.final_at is not None)
         _audit(transfer, "transfer_reorged", actor, tx_hash=transfer.tx_hash)
     if transfer.nonce is not None and confirmed_nonce > transfer.nonce:
-        Transfer.objects.filter(pk=transfer.pk).update(
+        dead = Transfer.objects.filter(
+            pk=transfer.pk, state=transfer.state, final_at__isnull=True
+        ).update(
             state=Transfer.State.DEAD,
             note=f"nonce {transfer.nonce} used by another transaction; none of ours mined",
         )
         transfer.refresh_from_db()
+        if not dead:  # a concurrent checker saw one of our hashes mined: its view stands
+            return ChainView(transfer.state, final=transfer.final_at is not None)
         _audit(transfer, "transfer_dead", actor, confirmed_nonce=confirmed_nonce)
         return ChainView(Transfer.State.DEAD, final=True)
     if rebroadcast and transfer.state in Transfer.PENDING:
         with contextlib.suppress(WalletError):
             client.broadcast(transfer.raw_tx)
-            Transfer.objects.filter(pk=transfer.pk).update(
+            # Only from pending: a concurrent checker may have seen it mined meanwhile.
+            Transfer.objects.filter(
+                pk=transfer.pk, state__in=Transfer.PENDING, final_at__isnull=True
+            ).update(
                 state=Transfer.State.BROADCAST,
                 broadcast_count=transfer.broadcast_count + 1,
                 broadcast_at=transfer.broadcast_at or timezone.now(),

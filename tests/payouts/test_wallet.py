@@ -253,3 +253,28 @@ def test_direct_payouts_below_the_minimum_wait(providers: Control) -> None:
     result = sweep_payouts()
     assert {"client": "m0", "reason": "below_direct_minimum:1000"} in result["skipped"]
     assert not Payout.objects.filter(client__reference="m0").exists()
+
+
+class _ReadBeforeTheBlock(WalletClient):
+    """A checker whose receipt lookups happened before the block (it saw nothing mined)."""
+
+    def get_receipt(self, tx_hash_: str) -> Any:
+        return None
+
+
+def test_a_stale_checker_never_undoes_a_transfer_another_checker_made_final(
+    providers: Control,
+) -> None:
+    batch, transfer = broadcast_batch(providers)
+    stale = Transfer.objects.get(pk=transfer.pk)  # read while it was still pending
+    providers.post("/_sandbox/mine")
+    fresh = sending.transfer_check(sending.wallet(), Transfer.objects.get(pk=transfer.pk))
+    assert fresh.state == "mined" and fresh.final
+    # The slow checker finishes its pass: no receipt in its view, so it re-broadcasts.
+    slow = _ReadBeforeTheBlock.from_settings()
+    sending.transfer_check(slow, stale)
+    transfer.refresh_from_db()
+    assert transfer.state == "mined" and transfer.final_at is not None
+    from ledger.models import LedgerTransaction
+
+    assert LedgerTransaction.objects.filter(kind="transfer", transfer=transfer).count() == 1
