@@ -229,7 +229,9 @@ class Chain:
         else:
             self.token_balances[key] = self.token_balances.get(key, 0) + units
 
-    def send_unmanaged(self, sender: str, to: str, *, value: int = 0, data: bytes = b"") -> str:
+    def send_unmanaged(
+        self, sender: str, to: str, *, value: int = 0, data: bytes = b"", tick: bool = True
+    ) -> str:
         """Broadcast a transaction from an account the signer does not manage (ChangeNOW's
         hot wallet) and return its hash.
 
@@ -257,18 +259,18 @@ class Chain:
         raw = self._envelope(
             sender, nonce=nonce, gas=gas, to=to, value=value, data=data, tip=tip, max_fee=max_fee
         )
-        return self.rpc_eth_sendRawTransaction("0x" + raw.hex())
+        return self.rpc_eth_sendRawTransaction("0x" + raw.hex(), tick=tick)
 
-    def pay(self, sender: str, recipient: str, asset: str, units: int) -> str:
+    def pay(self, sender: str, recipient: str, asset: str, units: int, *, tick: bool = True) -> str:
         """``units`` of ``asset`` ("eth" or "usdt") from an unmanaged ``sender`` to
         ``recipient``: a value transfer, or an ERC-20 ``transfer`` on the USDT contract."""
         if units <= 0:
             raise ValueError("a payment moves a positive amount")
         if asset == "eth":
-            return self.send_unmanaged(sender, recipient, value=units)
+            return self.send_unmanaged(sender, recipient, value=units, tick=tick)
         if asset == "usdt":
             return self.send_unmanaged(
-                sender, self.token, data=abi.encode_transfer(recipient, units)
+                sender, self.token, data=abi.encode_transfer(recipient, units), tick=tick
             )
         raise ValueError(f"the sandbox chain has no asset {asset!r}")
 
@@ -276,7 +278,9 @@ class Chain:
         """``pay``, mined at once in a block of its own: a provider's payment that it reports
         only once it is on chain (NOWPayments' payout, ChangeNOW's ``finished``). Left in
         the mempool only if an earlier transaction of the sender blocks it."""
-        tx_hash = self.pay(sender, recipient, asset, units)
+        # No auto-mining on the way: this runs inside the exchange simulator's own tick, and
+        # mining other transactions from there would credit deposits re-entrantly.
+        tx_hash = self.pay(sender, recipient, asset, units, tick=False)
         if tx_hash in self.pending and self.executable([tx_hash]) == [tx_hash]:
             self.mine_block([tx_hash])
         return tx_hash
@@ -696,7 +700,7 @@ class Chain:
             return {"raw": raw_hex, "tx": self._tx_json(tx)}
         return raw_hex
 
-    def rpc_eth_sendRawTransaction(self, raw_hex: str) -> str:  # noqa: N802
+    def rpc_eth_sendRawTransaction(self, raw_hex: str, *, tick: bool = True) -> str:  # noqa: N802
         if not isinstance(raw_hex, str) or not raw_hex.startswith("0x"):
             raise RpcError(-32602, "raw transaction must be 0x-prefixed hex")
         try:
@@ -755,7 +759,8 @@ class Chain:
         else:
             self.txs[digest] = ChainTx(digest, "0x" + raw.hex(), sender, decoded, self.clock())
         self.pending.append(digest)
-        self.tick()
+        if tick:
+            self.tick()
         return digest
 
     def rpc_eth_getTransactionReceipt(self, digest: str) -> Any:  # noqa: N802

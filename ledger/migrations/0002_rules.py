@@ -1,10 +1,19 @@
 from django.db import migrations
 
-# The ledger's rules live in the database (see ledger.models): balance per asset checked at
-# commit, legs only beside their header, append-only tables.
+# The ledger's rules live in the database (see ledger.models):
+# - a deferred constraint trigger checks, at commit, that every posting has two or more legs
+#   and balances per asset. It is set-based: its first firing in a database transaction
+#   checks every posting that transaction created, in one query, and leaves a watermark (a
+#   transaction-local setting); the firings for the rows below it return at once, so a
+#   million postings cost one check. Intake postings are spared: the intake trigger (0003)
+#   writes them balanced by construction, and only a trigger may write their legs.
+# - legs can only be added in the database transaction that created their header, and not
+#   after the header was checked;
+# - the three tables refuse UPDATE and DELETE.
 FORWARD = r"""
 ALTER TABLE ledger_ledgertransaction
     ADD COLUMN xact xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX ledger_tx_xact ON ledger_ledgertransaction (xact) WHERE kind <> 'intake';
 
 CREATE FUNCTION ledger_account_kind(name text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
@@ -20,43 +29,65 @@ $$;
 CREATE FUNCTION ledger_check_balanced() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    legs integer;
-    off text;
+    done bigint := coalesce(nullif(current_setting('ledger.checked_upto', true), ''), '0')::bigint;
+    top bigint;
+    bad record;
 BEGIN
-    SELECT count(*) INTO legs FROM ledger_leg WHERE transaction_id = NEW.id;
-    IF legs < 2 THEN
-        RAISE EXCEPTION 'ledger transaction % (%) has % leg(s); a posting needs two or more',
-            NEW.id, NEW.kind, legs USING ERRCODE = 'check_violation';
+    IF NEW.id <= done THEN
+        RETURN NULL;
     END IF;
-    SELECT string_agg(asset || ' off by ' || total, ', ') INTO off FROM (
-        SELECT a.asset, sum(l.amount) AS total
-        FROM ledger_leg l JOIN ledger_account a ON a.id = l.account_id
-        WHERE l.transaction_id = NEW.id
-        GROUP BY a.asset HAVING sum(l.amount) <> 0
-    ) s;
-    IF off IS NOT NULL THEN
-        RAISE EXCEPTION 'ledger transaction % (%) does not balance: %', NEW.id, NEW.kind, off
+    SELECT max(id) INTO top FROM ledger_ledgertransaction
+    WHERE xact = pg_current_xact_id() AND id > done AND kind <> 'intake';
+    SELECT p.id, p.kind, sum(p.n) AS legs,
+           string_agg(p.asset || ' off by ' || p.total, ', ') FILTER (WHERE p.total <> 0) AS off
+    INTO bad
+    FROM (
+        SELECT t.id, t.kind, a.asset, count(l.id) AS n, coalesce(sum(l.amount), 0) AS total
+        FROM ledger_ledgertransaction t
+        LEFT JOIN ledger_leg l ON l.transaction_id = t.id
+        LEFT JOIN ledger_account a ON a.id = l.account_id
+        WHERE t.xact = pg_current_xact_id() AND t.id > done AND t.id <= top
+          AND t.kind <> 'intake'
+        GROUP BY t.id, t.kind, a.asset
+    ) p
+    GROUP BY p.id, p.kind
+    HAVING sum(p.n) < 2 OR bool_or(p.total <> 0)
+    ORDER BY p.id
+    LIMIT 1;
+    IF FOUND THEN
+        IF bad.legs < 2 THEN
+            RAISE EXCEPTION 'ledger transaction % (%) has % leg(s); a posting needs two or more',
+                bad.id, bad.kind, bad.legs USING ERRCODE = 'check_violation';
+        END IF;
+        RAISE EXCEPTION 'ledger transaction % (%) does not balance: %', bad.id, bad.kind, bad.off
             USING ERRCODE = 'check_violation';
     END IF;
+    PERFORM set_config('ledger.checked_upto', top::text, true);
     RETURN NULL;
 END $$;
 
 CREATE CONSTRAINT TRIGGER ledger_transaction_balanced
     AFTER INSERT ON ledger_ledgertransaction
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ledger_check_balanced();
+    FOR EACH ROW WHEN (NEW.kind <> 'intake')
+    EXECUTE FUNCTION ledger_check_balanced();
 
 CREATE FUNCTION ledger_legs_beside_header() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    stray bigint;
+    done bigint := coalesce(nullif(current_setting('ledger.checked_upto', true), ''), '0')::bigint;
+    stray record;
 BEGIN
-    SELECT t.id INTO stray FROM new_legs l
+    SELECT t.id, t.kind INTO stray FROM new_legs l
     JOIN ledger_ledgertransaction t ON t.id = l.transaction_id
-    WHERE t.xact <> pg_current_xact_id() LIMIT 1;
-    IF stray IS NOT NULL THEN
-        RAISE EXCEPTION 'legs may not be added to ledger transaction % after it was committed',
-            stray USING ERRCODE = 'check_violation';
+    WHERE t.xact <> pg_current_xact_id() OR (t.id <= done AND t.kind <> 'intake')
+       OR (t.kind = 'intake' AND pg_trigger_depth() < 2
+           AND current_setting('ledger.backfill', true) IS DISTINCT FROM 'on')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'legs may not be added to ledger transaction % (%): it was committed '
+            'or checked, or it is an intake posting (only the intake trigger writes those)',
+            stray.id, stray.kind USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
 END $$;
@@ -96,6 +127,7 @@ DROP FUNCTION IF EXISTS ledger_legs_beside_header();
 DROP TRIGGER IF EXISTS ledger_transaction_balanced ON ledger_ledgertransaction;
 DROP FUNCTION IF EXISTS ledger_check_balanced();
 DROP FUNCTION IF EXISTS ledger_account_kind(text);
+DROP INDEX IF EXISTS ledger_tx_xact;
 ALTER TABLE ledger_ledgertransaction DROP COLUMN IF EXISTS xact;
 """
 

@@ -209,6 +209,7 @@ def test_it_never_pays_twice_under_random_operator_actions_and_two_clusters(
 ) -> None:
     seed = int(os.environ.get("E2E_CHAOS_SEED", "0")) or random.randrange(1, 10**6)
     rng = random.Random(seed)
+    print(f"operator chaos seed: {seed} (E2E_CHAOS_SEED={seed} replays it)", flush=True)
     stack = make_stack(step_seconds=4, block_time=3)
     stack.start_cluster("qcluster-1")
     stack.start_cluster("qcluster-2")
