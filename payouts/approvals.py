@@ -14,6 +14,7 @@ Every step writes an audit event on the request and the order.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -74,26 +75,17 @@ def settings_change_request(*, changes: dict[str, Any], reason: str, user: Any) 
         lines.append(f"{field.verbose_name}: {getattr(row, name)} → {new}")
     if not clean:
         raise ApprovalError("nothing to change")
-    actor = Actor.of_user(user)
-    try:
-        with transaction.atomic():
-            req = ApprovalRequest.objects.create(
-                action=ApprovalRequest.Action.SETTINGS_CHANGE,
-                target_kind="settings",
-                target_id="1",
-                options={"changes": clean},
-                plan="Sets " + "; ".join(lines) + " (effective at the next job run).",
-                reason=reason,
-                requested_by=user,
-                requested_actor=actor.name,
-                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
-            )
-            _audit(req, "approval_requested", actor, reason, plan=req.plan, options=req.options)
-    except IntegrityError:
-        raise ApprovalError(
-            "a change of run-time settings is already waiting for a decision: decide it first"
-        ) from None
-    return req
+    return _open_request(
+        actor=Actor.of_user(user),
+        user=user,
+        busy="a change of run-time settings is already waiting for a decision: decide it first",
+        action=ApprovalRequest.Action.SETTINGS_CHANGE,
+        target_kind="settings",
+        target_id="1",
+        options={"changes": clean},
+        plan="Sets " + "; ".join(lines) + " (effective at the next job run).",
+        reason=reason,
+    )
 
 
 class ApprovalError(Exception):
@@ -125,6 +117,23 @@ def _audit(req: ApprovalRequest, kind: str, actor: Actor, reason: str, **data: A
     )
 
 
+def _open_request(*, actor: Actor, user: Any, busy: str, **fields: Any) -> ApprovalRequest:
+    """Record a pending request (24 h to live) and its audit event; `busy` is the refusal
+    when one for the same action and target is already waiting."""
+    try:
+        with transaction.atomic():
+            req = ApprovalRequest.objects.create(
+                **fields,
+                requested_by=user,
+                requested_actor=actor.name,
+                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
+            )
+            _audit(req, "approval_requested", actor, req.reason, plan=req.plan, options=req.options)
+    except IntegrityError:
+        raise ApprovalError(busy) from None
+    return req
+
+
 def approval_request(
     *,
     action: str,
@@ -152,26 +161,18 @@ def approval_request(
     )
     if not plan.allowed:
         raise ApprovalError(f"refused now: {plan.refusal}")
-    actor = Actor.of_user(user)
-    try:
-        with transaction.atomic():
-            req = ApprovalRequest.objects.create(
-                action=action,
-                target_kind=kind,
-                target_id=str(order_id),
-                options=options,
-                plan=plan.effect,
-                reason=reason,
-                requested_by=user,
-                requested_actor=actor.name,
-                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
-            )
-            _audit(req, "approval_requested", actor, reason, plan=plan.effect, options=options)
-    except IntegrityError:
-        raise ApprovalError(
-            f"a request to {action.replace('_', ' ')} this {kind} is already waiting for a decision"
-        ) from None
-    return req
+    return _open_request(
+        actor=Actor.of_user(user),
+        user=user,
+        busy=f"a request to {action.replace('_', ' ')} this {kind} is already waiting for a "
+        "decision",
+        action=action,
+        target_kind=kind,
+        target_id=str(order_id),
+        options=options,
+        plan=plan.effect,
+        reason=reason,
+    )
 
 
 def _decidable(request_id: int, user: Any) -> ApprovalRequest:
@@ -324,27 +325,18 @@ def client_destination_request(
         raise ApprovalError("only payout destination fields are asked for this way")
     old = " ".join(str(getattr(client, f) or "") for f in DESTINATION_FIELDS).strip()
     new = " ".join(str(changes.get(f, getattr(client, f)) or "") for f in DESTINATION_FIELDS)
-    actor = Actor.of_user(user)
-    try:
-        with transaction.atomic():
-            req = ApprovalRequest.objects.create(
-                action=ApprovalRequest.Action.CLIENT_DESTINATION,
-                target_kind="client",
-                target_id=str(client.pk),
-                options={"changes": changes, "reference": client.reference},
-                plan=f"Pays {client.reference} at {new.strip()} instead of {old}, from its "
-                "next payout on (payouts already under way keep their address).",
-                reason=reason,
-                requested_by=user,
-                requested_actor=actor.name,
-                expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
-            )
-            _audit(req, "approval_requested", actor, reason, plan=req.plan, options=req.options)
-    except IntegrityError:
-        raise ApprovalError(
-            f"a destination change for {client.reference} is already waiting for a decision"
-        ) from None
-    return req
+    return _open_request(
+        actor=Actor.of_user(user),
+        user=user,
+        busy=f"a destination change for {client.reference} is already waiting for a decision",
+        action=ApprovalRequest.Action.CLIENT_DESTINATION,
+        target_kind="client",
+        target_id=str(client.pk),
+        options={"changes": changes, "reference": client.reference},
+        plan=f"Pays {client.reference} at {new.strip()} instead of {old}, from its next "
+        "payout on (payouts already under way keep their address).",
+        reason=reason,
+    )
 
 
 def _execute_destination(req: ApprovalRequest, actor: Actor, why: str) -> tuple[str, str]:
@@ -388,22 +380,19 @@ def payout_release_held(*, payout: Payout) -> bool:
     if requests.filter(state=ApprovalRequest.State.EXECUTED).exists():
         return False
     if not requests.filter(state=ApprovalRequest.State.PENDING).exists():
-        try:
-            with transaction.atomic():
-                req = ApprovalRequest.objects.create(
-                    action=ApprovalRequest.Action.RELEASE_PAYOUT,
-                    target_kind="payout",
-                    target_id=str(payout.pk),
-                    plan=(
-                        f"Lets payout {str(payout.pk)[:8]} of {payout.usdt_amount} USDT to "
-                        f"{payout.currency.upper()}/{payout.network} {payout.address} go ahead: "
-                        "the engine then creates its exchange (or sends it) as usual."
-                    ),
-                    reason=f"{payout.usdt_amount} USDT is above the dual-control limit of {limit}",
-                    requested_actor="system:payout_sweep",
-                    expires_at=timezone.now() + timedelta(hours=ApprovalRequest.LIFETIME_HOURS),
-                )
-                _audit(req, "approval_requested", Actor.system("payout_sweep"), req.reason)
-        except IntegrityError:
-            pass  # made by a concurrent step
+        with contextlib.suppress(ApprovalError):  # made by a concurrent step
+            _open_request(
+                actor=Actor.system("payout_sweep"),
+                user=None,
+                busy="already asked",
+                action=ApprovalRequest.Action.RELEASE_PAYOUT,
+                target_kind="payout",
+                target_id=str(payout.pk),
+                plan=(
+                    f"Lets payout {str(payout.pk)[:8]} of {payout.usdt_amount} USDT to "
+                    f"{payout.currency.upper()}/{payout.network} {payout.address} go ahead: "
+                    "the engine then creates its exchange (or sends it) as usual."
+                ),
+                reason=f"{payout.usdt_amount} USDT is above the dual-control limit of {limit}",
+            )
     return True
