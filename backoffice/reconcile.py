@@ -27,6 +27,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.assets import more_than, same_amount
 from integrations.errors import ProviderError, read_with_retries
 
 T = TypeVar("T")
@@ -597,7 +598,11 @@ def open_order_breaches(cn: Any, since: Any) -> list[Breach]:
 def _exchange_agrees(kind: Any, order: Any, exchange: Any, name: str) -> list[Breach]:
     spec = kind.exchange_spec(order)
     out: list[Breach] = []
-    if spec is not None and exchange.expected_amount_from not in (None, spec.amount_from):
+    if (
+        spec is not None
+        and exchange.expected_amount_from is not None
+        and not same_amount(spec.amount_from, exchange.expected_amount_from)
+    ):
         out.append(
             Breach(
                 "changenow: exchange amount",
@@ -624,7 +629,7 @@ def _exchange_agrees(kind: Any, order: Any, exchange: Any, name: str) -> list[Br
     if (
         exchange.amount_from is not None
         and spec is not None
-        and exchange.amount_from > spec.amount_from
+        and more_than(exchange.amount_from, spec.amount_from)
     ):
         out.append(
             Breach(

@@ -31,6 +31,7 @@ SCHEDULES: tuple[ScheduledJob, ...] = (
     ),
     ScheduledJob("watchdog", "backoffice.tasks.watchdog", 5),
     ScheduledJob("reconcile", "backoffice.tasks.reconcile", 24 * 60),
+    ScheduledJob("currency_refresh", "backoffice.tasks.currency_refresh", 24 * 60),
 )
 
 

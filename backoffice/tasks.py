@@ -47,3 +47,12 @@ def reconcile() -> dict[str, Any]:
         report = reconcile_run(alert=True)
         summary.update(ok=report["ok"], breaches=len(report["breaches"]))
     return summary
+
+
+def currency_refresh() -> dict[str, Any]:
+    from payouts.currencies import currency_catalogue_refresh
+    from payouts.transitions import Actor
+
+    with job_heartbeat("currency_refresh") as summary:
+        summary.update(currency_catalogue_refresh(actor=Actor.system("currency_refresh")).as_json())
+    return summary

@@ -35,6 +35,7 @@ from payouts.locks import advisory_lock
 from payouts.models import Accumulation
 from payouts.postings import batch_post_completed
 from payouts.services import runtime_settings_get
+from payouts.signals import engine_alert
 from payouts.transitions import Actor, TransitionError, audit_record, check_move, transition
 
 # Any constant works as long as every sweeper uses the same one.
@@ -57,12 +58,16 @@ class DistributionError(Exception):
 
 @dataclass(frozen=True)
 class SweepResult:
+    """`batch_id`, `rows`, `eth` and `usd` describe the first batch created (or, when none
+    was, what is pending); `batches` lists every batch the run created."""
+
     created: bool
     batch_id: str | None
     rows: int
     eth: Decimal
     usd: Decimal
     reason: str
+    batches: tuple[SweptBatch, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -72,6 +77,23 @@ class SweepResult:
             "eth": format_amount(self.eth),
             "usd": format_amount(self.usd),
             "reason": self.reason,
+            "batches": [b.as_json() for b in self.batches],
+        }
+
+
+@dataclass(frozen=True)
+class SweptBatch:
+    batch_id: str
+    rows: int
+    eth: Decimal
+    usd: Decimal
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "batch_id": self.batch_id,
+            "rows": self.rows,
+            "eth": format_amount(self.eth),
+            "usd": format_amount(self.usd),
         }
 
 
@@ -90,11 +112,16 @@ def batch_sweep(
     actor: Actor,
     dry_run: bool = False,
     minimum_eth: Decimal | None = None,
+    maximum_eth: Decimal | None = None,
 ) -> SweepResult:
-    """Reserve all pending rows into one batch when the threshold (or max age) is reached.
+    """Reserve the pending rows into batches when the threshold (or max age) is reached.
 
-    `minimum_eth` is ChangeNOW's minimum for eth->usdt, supplied by the caller; below it
-    nothing is swept.
+    `minimum_eth` and `maximum_eth` are ChangeNOW's range for eth->usdt, supplied by the
+    caller. Below the minimum nothing is swept. Above the maximum the rows are split, oldest
+    first, into as many batches as needed (at most MAX_BATCHES_PER_SWEEP per run), each
+    within the range: one statement per batch, whatever the number of rows. A remainder
+    below the minimum waits for the next sweep; a single payment above the maximum stays
+    pending and raises an alert (no batch can ever carry it).
     """
     check_move(Accumulation, "pending", "converting")
     with transaction.atomic(), advisory_lock("sweep:conversions", xact=True) as got:
@@ -118,28 +145,45 @@ def batch_sweep(
             return SweepResult(False, None, count, eth, usd, "below_exchange_minimum")
         if dry_run:
             return SweepResult(False, None, count, eth, usd, f"dry_run:{trigger}")
-        batch_id = uuid.uuid4()
-        moved_count, moved_eth, moved_usd = _move_pending_into_batch(
-            batch_id=batch_id, threshold=threshold, trigger=trigger, expected=(count, eth, usd)
-        )
-        if moved_count == 0:
-            return SweepResult(False, None, 0, Decimal(0), Decimal(0), "no_pending")
-        audit_record(
-            object_type="conversionbatch",
-            object_id=batch_id,
-            kind="created",
-            actor=actor,
-            to_state=ConversionBatch.State.RESERVED,
-            reason=f"sweep ({trigger})",
-            data={
-                "rows": moved_count,
-                "eth": moved_eth,
-                "usd": moved_usd,
-                "threshold_usd": threshold,
-                "accumulations": "pending -> converting",
-            },
-        )
-    return SweepResult(True, str(batch_id), moved_count, moved_eth, moved_usd, str(trigger))
+        if maximum_eth is None or eth <= maximum_eth:
+            batch_id = uuid.uuid4()
+            moved = _move_pending_into_batch(
+                batch_id=batch_id, threshold=threshold, trigger=trigger, expected=(count, eth, usd)
+            )
+            swept = [SweptBatch(str(batch_id), *moved)] if moved[0] else []
+            empty = "no_pending"  # the rows were taken meanwhile
+        else:
+            empty = "no_batch_within_range"  # a remainder below the minimum, or rows above max
+            swept = _split_pending_into_batches(
+                threshold=threshold,
+                trigger=trigger,
+                minimum=minimum_eth or Decimal(0),
+                maximum=maximum_eth,
+            )
+        if not swept:
+            return SweepResult(False, None, count, eth, usd, empty)
+        for batch in swept:
+            audit_record(
+                object_type="conversionbatch",
+                object_id=batch.batch_id,
+                kind="created",
+                actor=actor,
+                to_state=ConversionBatch.State.RESERVED,
+                reason=f"sweep ({trigger})"
+                + (f", 1 of {len(swept)} within the exchange maximum" if len(swept) > 1 else ""),
+                data={
+                    "rows": batch.rows,
+                    "eth": batch.eth,
+                    "usd": batch.usd,
+                    "threshold_usd": threshold,
+                    "maximum_eth": maximum_eth,
+                    "accumulations": "pending -> converting",
+                },
+            )
+    first = swept[0]
+    return SweepResult(
+        True, first.batch_id, first.rows, first.eth, first.usd, str(trigger), tuple(swept)
+    )
 
 
 _INSERT_BATCH_SQL = """
@@ -174,6 +218,93 @@ RETURNING b.row_count, b.eth_total, b.usd_total
 
 class _NothingMoved(Exception):
     pass
+
+
+# At most this many batches per run: each split statement reads the remaining pending rows
+# again, so a tiny maximum against a huge backlog is spread over several sweeps.
+MAX_BATCHES_PER_SWEEP = 20
+
+# The oldest pending rows whose running total stays within the maximum, each row within it
+# too, moved into a new batch that carries their totals: one statement per batch. A prefix
+# below the minimum inserts no batch, and the caller rolls the move back.
+_SPLIT_SQL = """
+WITH pick AS (
+    SELECT id FROM (
+        SELECT id, sum(eth) OVER (ORDER BY created_at, id) AS running
+        FROM payouts_accumulation
+        WHERE state = 'pending' AND eth <= %(maximum)s
+    ) r
+    WHERE running <= %(maximum)s
+), moved AS (
+    UPDATE payouts_accumulation AS a
+    SET state = 'converting', batch_id = %(batch_id)s, state_changed_at = now()
+    FROM pick
+    WHERE a.id = pick.id AND a.state = 'pending'
+    RETURNING a.eth, a.usd
+), totals AS (
+    SELECT count(*) AS n, sum(eth) AS eth, sum(usd) AS usd FROM moved
+)
+INSERT INTO batches_conversionbatch (
+    id, state, row_count, exchange_id, payin_address, payin_extra_id, provider_status,
+    last_error, last_error_code, retry_count, created_at, state_changed_at, eth_total,
+    usd_total, threshold_usd, trigger
+)
+SELECT %(batch_id)s, 'reserved', n, '', '', '', '', '', '', 0, now(), now(), eth, usd,
+       %(threshold)s, %(trigger)s
+FROM totals
+WHERE n > 0 AND eth >= %(minimum)s
+RETURNING row_count, eth_total, usd_total
+"""
+_ABOVE_MAXIMUM_SQL = """
+SELECT count(*), coalesce(sum(eth), 0) FROM payouts_accumulation
+WHERE state = 'pending' AND eth > %(maximum)s
+"""
+
+
+def _split_pending_into_batches(
+    *, threshold: Decimal, trigger: str, minimum: Decimal, maximum: Decimal
+) -> list[SweptBatch]:
+    swept: list[SweptBatch] = []
+    with connection.cursor() as cur:
+        cur.execute(f"SET LOCAL lock_timeout = {int(SWEEP_ROW_LOCK_TIMEOUT_MS)}")
+        for _ in range(MAX_BATCHES_PER_SWEEP):
+            batch_id = uuid.uuid4()
+            try:
+                with transaction.atomic():
+                    cur.execute(
+                        _SPLIT_SQL,
+                        {
+                            "batch_id": batch_id,
+                            "maximum": maximum,
+                            "minimum": minimum,
+                            "threshold": threshold,
+                            "trigger": trigger,
+                        },
+                    )
+                    moved = cur.fetchone()
+                    if moved is None:
+                        raise _NothingMoved  # nothing left, or a remainder below the minimum
+            except _NothingMoved:
+                break
+            swept.append(
+                SweptBatch(str(batch_id), int(moved[0]), Decimal(moved[1]), Decimal(moved[2]))
+            )
+        cur.execute(_ABOVE_MAXIMUM_SQL, {"maximum": maximum})
+        above, above_eth = cur.fetchone()
+    if above:
+        _alert_above_maximum(rows=int(above), eth=Decimal(above_eth), maximum=maximum)
+    return swept
+
+
+def _alert_above_maximum(*, rows: int, eth: Decimal, maximum: Decimal) -> None:
+    engine_alert.send(
+        sender=__name__,
+        key="sweep:above_exchange_maximum",
+        kind="above_exchange_maximum",
+        message=f"{rows} pending payment(s) of {eth} ETH are each above ChangeNOW's maximum of "
+        f"{maximum} ETH for eth->usdt: no batch can carry them; they stay pending until the "
+        "maximum allows them or a person decides",
+    )
 
 
 def _move_pending_into_batch(

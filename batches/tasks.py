@@ -8,24 +8,26 @@ from django.db import transaction
 
 from batches.services import SweepResult, batch_sweep
 from integrations.errors import ProviderError
-from payouts.engine import changenow, enqueue_advance
+from payouts.engine import enqueue_advance
+from payouts.limits import exchange_range
 from payouts.transitions import Actor
 
 
-def exchange_minimum_eth() -> Decimal:
-    """ChangeNOW's minimum for eth->usdt; a failure to read it fails the sweep loudly."""
-    return changenow().get_min_amount("eth", "usdt", from_network="eth", to_network="eth")
-
-
 def conversion_sweep(*, actor: Actor, dry_run: bool = False) -> SweepResult:
+    """The sweep sized to ChangeNOW's eth->usdt range; an unreadable range sweeps nothing."""
     try:
-        minimum = exchange_minimum_eth()
+        limits = exchange_range(
+            from_currency="eth", from_network="eth", to_currency="usdt", to_network="eth"
+        )
     except ProviderError as exc:
-        return SweepResult(False, None, 0, Decimal(0), Decimal(0), f"minimum_unavailable: {exc}")
-    result = batch_sweep(actor=actor, dry_run=dry_run, minimum_eth=minimum)
+        return SweepResult(False, None, 0, Decimal(0), Decimal(0), f"range_unavailable: {exc}")
+    result = batch_sweep(
+        actor=actor, dry_run=dry_run, minimum_eth=limits.minimum, maximum_eth=limits.maximum
+    )
     if result.created:
         with transaction.atomic():
-            enqueue_advance(kind="batch", order_id=result.batch_id)
+            for batch in result.batches:
+                enqueue_advance(kind="batch", order_id=batch.batch_id)
     return result
 
 

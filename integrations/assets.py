@@ -94,3 +94,23 @@ def format_amount(value: Decimal | int) -> str:
     if value == value.to_integral_value():
         return str(value.quantize(Decimal(1)))
     return format(value.normalize(), "f")
+
+
+# ChangeNOW's JSON numbers may have been doubles on its side: 0.08494307 can come back as
+# 0.0849430700000001. A double carries 15-17 significant digits, so a relative difference
+# below 10^-12 is the same amount written twice; anything larger is a real difference.
+ECHO_RELATIVE_TOLERANCE = Decimal("1e-12")
+
+
+def same_amount(ours: Decimal, echoed: Decimal) -> bool:
+    """True when ``echoed`` (a provider's copy of ``ours``) is the same amount as far as a
+    JSON double can carry it (DESIGN 12.4)."""
+    if ours == echoed:
+        return True
+    scale = max(abs(ours), abs(echoed))
+    return abs(ours - echoed) < scale * ECHO_RELATIVE_TOLERANCE
+
+
+def more_than(echoed: Decimal, ours: Decimal) -> bool:
+    """``echoed`` is really more than ``ours``: larger, and not the same amount."""
+    return echoed > ours and not same_amount(ours, echoed)

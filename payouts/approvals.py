@@ -372,7 +372,10 @@ def payout_release_held(*, payout: Payout) -> bool:
     """True while the payout must wait for a second person: above `dual_control_over_usdt`
     (0: off) and no executed `release_payout` request. The request is made here, once."""
     limit = runtime_settings_get().dual_control_over_usdt or Decimal(0)
-    if not limit or payout.usdt_amount <= limit:
+    # A payout split under ChangeNOW's maximum counts with its siblings: splitting never
+    # takes a sum below the limit's reach.
+    amount = max(payout.usdt_amount, payout.split_total_usdt or Decimal(0))
+    if not limit or amount <= limit:
         return False
     requests = ApprovalRequest.objects.filter(
         action=ApprovalRequest.Action.RELEASE_PAYOUT, target_kind="payout", target_id=str(payout.pk)
@@ -393,6 +396,9 @@ def payout_release_held(*, payout: Payout) -> bool:
                     f"{payout.currency.upper()}/{payout.network} {payout.address} go ahead: "
                     "the engine then creates its exchange (or sends it) as usual."
                 ),
-                reason=f"{payout.usdt_amount} USDT is above the dual-control limit of {limit}",
+                reason=f"{payout.usdt_amount} USDT is above the dual-control limit of {limit}"
+                if amount == payout.usdt_amount
+                else f"{payout.usdt_amount} USDT, part of {amount} USDT split under ChangeNOW's "
+                f"maximum, is above the dual-control limit of {limit} in all",
             )
     return True

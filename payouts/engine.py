@@ -37,10 +37,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.assets import same_amount
 from integrations.changenow.client import ChangeNowClient
 from integrations.changenow.types import Exchange
 from integrations.errors import ProviderError, WalletError, WalletErrorKind
 from payouts import sending
+from payouts.limits import AMOUNT_REFUSALS, exchange_range, exchange_range_forget
 from payouts.locks import order_lock
 from payouts.models import ExchangeAttempt, FundedOrder, Transfer
 from payouts.sending import Payment, SendError, SendStopped, host_address, wallet
@@ -369,22 +371,33 @@ def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
     if spec is None:
         return _send_funds(kind, order, actor, to=kind.direct_destination(order))
     client = changenow()
-    minimum = client.get_min_amount(
-        spec.from_currency,
-        spec.to_currency,
-        from_network=spec.from_network,
-        to_network=spec.to_network,
-    )
-    if spec.amount_from < minimum:
+    pair = {
+        "from_currency": spec.from_currency,
+        "from_network": spec.from_network,
+        "to_currency": spec.to_currency,
+        "to_network": spec.to_network,
+    }
+    limits = exchange_range(**pair)
+    if spec.amount_from < limits.minimum:
         kind.release_and_close(
             order_id=order.pk,
             to_state="failed",
             actor=actor,
             reason=f"{spec.amount_from} {spec.from_currency} is below ChangeNOW's minimum "
-            f"{minimum}: rows released to wait for more",
+            f"{limits.minimum}: rows released to wait for more",
         )
-        _set_error(kind, order.pk, "below_minimum", f"below the exchange minimum {minimum}")
+        _set_error(kind, order.pk, "below_minimum", f"below the exchange minimum {limits.minimum}")
         return "failed: below_minimum"
+    if limits.maximum is not None and spec.amount_from > limits.maximum:
+        kind.release_and_close(
+            order_id=order.pk,
+            to_state="failed",
+            actor=actor,
+            reason=f"{spec.amount_from} {spec.from_currency} is above ChangeNOW's maximum "
+            f"{limits.maximum}: rows released; the next sweep splits them within the range",
+        )
+        _set_error(kind, order.pk, "above_maximum", f"above the exchange maximum {limits.maximum}")
+        return "failed: above_maximum"
     field = kind.link_field
     attempt = ExchangeAttempt.objects.create(
         **{field: order},
@@ -409,10 +422,23 @@ def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
         )
     except ProviderError as exc:
         ExchangeAttempt.objects.filter(pk=attempt.pk).update(status="create_failed", error=str(exc))
+        if exc.code in AMOUNT_REFUSALS:
+            # ChangeNOW's range moved since it was read: size the next sweep with a fresh one.
+            exchange_range_forget(**pair)
+            engine_alert.send(
+                sender=__name__,
+                key=f"amount_refused:{spec.from_currency}:{spec.to_currency}:{spec.to_network}",
+                kind="amount_refused",
+                message=f"ChangeNOW refused {spec.amount_from} {spec.from_currency} -> "
+                f"{spec.to_currency} ({exc.code}: {exc}); the rows wait for the next sweep, "
+                "sized with a fresh range",
+                order_kind=kind.name,
+                order_id=order.pk,
+            )
         raise
     if not created.payin_address:
         raise EngineError(f"exchange {created.id} was created without a payin address")
-    if created.from_amount is not None and created.from_amount != spec.amount_from:
+    if created.from_amount is not None and not same_amount(spec.amount_from, created.from_amount):
         raise EngineError(
             f"exchange {created.id} expects {created.from_amount} {spec.from_currency}, "
             f"the order holds {spec.amount_from}"

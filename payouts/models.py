@@ -23,6 +23,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from integrations.assets import format_amount
 
@@ -72,6 +73,11 @@ class Client(models.Model):
         null=True, blank=True, help_text="Override of the platform fee; empty = platform fee."
     )
     active = models.BooleanField(default=True)
+    # Why the client's converted USDT is not being paid right now, as the last payout sweep
+    # saw it (empty: nothing waits, or it was just paid). Written by the sweep only.
+    unpaid_code = models.CharField(max_length=32, blank=True, default="", db_default="")
+    unpaid_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
+    unpaid_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -99,6 +105,42 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} ({self.name})"
+
+
+class Currency(models.Model):
+    """One (ticker, network) of ChangeNOW's currency list, as its last refresh saw it.
+
+    The refresh upserts every listed currency and marks the ones no longer listed as active
+    inactive (they are never deleted: clients keep pointing at them). Client destinations
+    must name an active, non-fiat pair of this table.
+    """
+
+    ticker = models.CharField(max_length=16)
+    network = models.CharField(max_length=16)
+    name = models.CharField(max_length=100)
+    legacy_ticker = models.CharField(max_length=32, blank=True, default="")
+    has_external_id = models.BooleanField(default=False)
+    is_fiat = models.BooleanField(default=False)
+    active = models.BooleanField(default=True)
+    first_seen_at = models.DateTimeField()
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["ticker", "network"]
+        verbose_name_plural = "currencies"
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["ticker", "network"], name="currency_pair_unique"),
+            models.CheckConstraint(
+                condition=~Q(ticker="") & ~Q(network=""), name="currency_pair_present"
+            ),
+            models.CheckConstraint(
+                condition=Q(ticker=Lower("ticker")) & Q(network=Lower("network")),
+                name="currency_pair_lower",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker}/{self.network} ({self.name})"
 
 
 ACCUMULATION_STATES = ["pending", "converting", "converted", "paying", "paid", "written_off"]
@@ -327,6 +369,9 @@ class Payout(FundedOrder):
     address = models.CharField(max_length=128)
     extra_id = models.CharField(max_length=128, blank=True, default="")
     amount_to = AmountField(null=True, blank=True, help_text="What the client received.")
+    # Set when the sweep split the client's USDT over several payouts (above ChangeNOW's
+    # maximum): the total of them all, so the dual-control limit sees the whole sum.
+    split_total_usdt = AmountField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,11 +22,9 @@ from django.utils import timezone
 from integrations.assets import (
     AmountError,
     check_positive,
-    format_amount,
     to_base_units,
     to_decimal,
 )
-from payouts.locks import advisory_lock
 from payouts.models import Accumulation, Client, RuntimeSettings
 from payouts.transitions import Actor, audit_record
 
@@ -162,8 +160,14 @@ class ClientImportResult:
 
 def client_validate(*, data: Mapping[str, str]) -> dict[str, Any]:
     """Validate one client's fields (also its payout address); return the cleaned values or
-    raise ValueError naming the first problem."""
+    raise ValueError naming the first problem. Currency and network are normalised
+    ("USDT"/"ERC20" -> "usdt"/"eth") and must be an active pair of ChangeNOW's list."""
     from integrations.addresses import validate_address
+    from payouts.currencies import (
+        currency_catalogue_ensure,
+        currency_normalise,
+        currency_pair_check,
+    )
 
     cleaned: dict[str, Any] = {}
     for name in CLIENT_CSV_REQUIRED:
@@ -190,10 +194,14 @@ def client_validate(*, data: Mapping[str, str]) -> dict[str, Any]:
         except AmountError as exc:
             raise ValueError(str(exc)) from None
     cleaned["payout_threshold_usd"] = threshold
-    cleaned["payout_currency"] = cleaned["payout_currency"].lower()
-    cleaned["payout_network"] = cleaned["payout_network"].lower()
+    currency, network = currency_normalise(
+        currency=cleaned["payout_currency"], network=cleaned["payout_network"]
+    )
+    cleaned["payout_currency"], cleaned["payout_network"] = currency, network
     extra_id = (data.get("payout_extra_id") or "").strip()
     cleaned["payout_extra_id"] = extra_id
+    currency_catalogue_ensure(actor=Actor.system("currency catalogue"))
+    currency_pair_check(currency=currency, network=network, extra_id=extra_id)
     fee = (data.get("fee_percent") or "").strip()
     if fee:
         try:
@@ -476,221 +484,6 @@ PAYOUT_FROM = ("usdt", "eth")  # payouts are funded in USDT (ERC-20) from the ho
 def payout_is_direct(*, currency: str, network: str) -> bool:
     """A client paid in USDT on Ethereum gets a plain ERC-20 transfer, no exchange."""
     return (currency.lower(), network.lower()) == PAYOUT_FROM
-
-
-@dataclass
-class PayoutSweepResult:
-    created: int = 0
-    payouts: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    reason: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {"created": self.created, "payouts": self.payouts, "skipped": self.skipped}
-
-
-_PAYOUT_CANDIDATES_SQL = """
-SELECT c.id, c.reference, c.active, c.payout_threshold_usd, c.payout_currency, c.payout_network,
-       count(*), sum(a.usdt)
-FROM payouts_accumulation a JOIN payouts_client c ON c.id = a.client_id
-WHERE a.state = 'converted'
-GROUP BY c.id
-HAVING sum(a.usdt) > 0 AND sum(a.usdt) >= c.payout_threshold_usd
-ORDER BY c.id
-"""
-
-_PAYOUT_MOVE_SQL = """
-WITH moved AS (
-    UPDATE payouts_accumulation
-    SET state = 'paying', payout_id = %(payout_id)s, state_changed_at = now()
-    WHERE client_id = %(client_id)s AND state = 'converted'
-    RETURNING usdt
-), totals AS (
-    SELECT count(*) AS n, sum(usdt) AS usdt FROM moved
-)
-UPDATE payouts_payout AS p
-SET row_count = totals.n, usdt_amount = totals.usdt
-FROM totals
-WHERE p.id = %(payout_id)s AND totals.n > 0 AND totals.usdt > 0
-RETURNING p.row_count, p.usdt_amount
-"""
-
-
-def _open_payout_clients() -> set[int]:
-    from payouts.models import Payout
-
-    return set(
-        Payout.objects.exclude(state__in=Payout.TERMINAL).values_list("client_id", flat=True)
-    )
-
-
-# Failure codes after which paying the same destination again is pointless until a person
-# changes it (an address ChangeNOW refuses, a pair it does not serve).
-DESTINATION_REFUSALS = frozenset(
-    {"not_valid_address", "pair_is_inactive", "not_valid_params", "out_of_range"}
-)
-
-
-def _refused_destinations(client_ids: list[int]) -> dict[int, str]:
-    """Clients whose latest payout failed for a reason tied to their unchanged destination."""
-    from payouts.models import Payout
-
-    latest = (
-        Payout.objects.filter(client_id__in=client_ids)
-        .order_by("client_id", "-created_at")
-        .distinct("client_id")
-        .select_related("client")
-    )
-    refused = {}
-    for payout in latest:
-        client = payout.client
-        same = (payout.currency, payout.network, payout.address, payout.extra_id) == (
-            client.payout_currency,
-            client.payout_network,
-            client.payout_address,
-            client.payout_extra_id,
-        )
-        if payout.state == "failed" and payout.last_error_code in DESTINATION_REFUSALS and same:
-            refused[client.pk] = payout.last_error_code
-    return refused
-
-
-def payout_sweep(
-    *, actor: Actor, dry_run: bool = False, minimum_for: Any = None
-) -> PayoutSweepResult:
-    """Reserve each eligible client's converted rows into one payout.
-
-    `minimum_for(currency, network) -> Decimal | None` gives ChangeNOW's minimum USDT amount
-    for the pair (None: unknown, the client is skipped and reported, never paid blindly).
-    """
-    from payouts.transitions import check_move
-
-    check_move(Accumulation, "converted", "paying")
-    result = PayoutSweepResult()
-    with advisory_lock("sweep:payouts") as got:
-        if not got:
-            result.reason = "busy"
-            return result
-        return _payout_sweep_locked(
-            result=result, actor=actor, dry_run=dry_run, minimum_for=minimum_for
-        )
-
-
-def _payout_sweep_locked(
-    *,
-    result: PayoutSweepResult,
-    actor: Actor,
-    dry_run: bool,
-    minimum_for: Callable[[str, str], Decimal | None] | None,
-) -> PayoutSweepResult:
-    import uuid
-
-    from payouts.models import Payout
-
-    runtime = runtime_settings_get()
-    if runtime.payouts_paused:
-        result.reason = "paused"
-        return result
-    with connection.cursor() as cur:
-        cur.execute(_PAYOUT_CANDIDATES_SQL)
-        candidates = cur.fetchall()
-    open_clients = _open_payout_clients()
-    refused = _refused_destinations([row[0] for row in candidates])
-    minimums: dict[tuple[str, str], Decimal | None] = {}
-    for client_id, reference, active, _threshold, currency, network, rows, usdt in candidates:
-        usdt = Decimal(usdt)
-        if not active:
-            result.skipped.append({"client": reference, "reason": "inactive"})
-            continue
-        if client_id in open_clients:
-            result.skipped.append({"client": reference, "reason": "open_payout"})
-            continue
-        if client_id in refused:
-            result.skipped.append(
-                {"client": reference, "reason": f"last_payout_refused:{refused[client_id]}"}
-            )
-            continue
-        if payout_is_direct(currency=currency, network=network):
-            if usdt < runtime.direct_payout_min_usdt:
-                result.skipped.append(
-                    {
-                        "client": reference,
-                        "reason": "below_direct_minimum:"
-                        + format_amount(runtime.direct_payout_min_usdt),
-                    }
-                )
-                continue
-        else:
-            if (currency, network) not in minimums:
-                minimums[(currency, network)] = (
-                    minimum_for(currency, network) if minimum_for else None
-                )
-            minimum = minimums[(currency, network)]
-            if minimum is None:
-                result.skipped.append({"client": reference, "reason": "minimum_unknown"})
-                continue
-            if usdt < minimum:
-                result.skipped.append(
-                    {"client": reference, "reason": f"below_exchange_minimum:{minimum}"}
-                )
-                continue
-        if dry_run:
-            result.payouts.append(
-                {"payout_id": None, "client": reference, "rows": rows, "usdt": str(usdt)}
-            )
-            continue
-        payout_id = uuid.uuid4()
-        with transaction.atomic():
-            client = Client.objects.select_for_update().get(pk=client_id)
-            Payout.objects.create(
-                id=payout_id,
-                client=client,
-                row_count=rows,
-                usdt_amount=usdt,
-                currency=client.payout_currency,
-                network=client.payout_network,
-                address=client.payout_address,
-                extra_id=client.payout_extra_id,
-            )
-            with connection.cursor() as cur:
-                cur.execute(_PAYOUT_MOVE_SQL, {"payout_id": payout_id, "client_id": client_id})
-                moved = cur.fetchone()
-            if moved is None:
-                raise RuntimeError(f"payout for {reference}: no converted rows moved")
-            moved_rows, moved_usdt = int(moved[0]), Decimal(moved[1])
-            audit_record(
-                object_type="payout",
-                object_id=payout_id,
-                kind="created",
-                actor=actor,
-                to_state="reserved",
-                reason="payout sweep",
-                data={
-                    "client": reference,
-                    "rows": moved_rows,
-                    "usdt": moved_usdt,
-                    "destination": f"{client.payout_currency}/{client.payout_network} "
-                    f"{client.payout_address}",
-                    "accumulations": "converted -> paying",
-                },
-            )
-            _enqueue_payout(payout_id)
-        result.created += 1
-        result.payouts.append(
-            {
-                "payout_id": str(payout_id),
-                "client": reference,
-                "rows": moved_rows,
-                "usdt": format_amount(moved_usdt),
-            }
-        )
-    return result
-
-
-def _enqueue_payout(payout_id: object) -> None:
-    from payouts.engine import enqueue_advance
-
-    enqueue_advance(kind="payout", order_id=payout_id)
 
 
 _PAYOUT_PAID_SQL = """

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from integrations.errors import ProviderError
-from payouts.engine import changenow, order_advance, orders_advance_all
-from payouts.services import PAYOUT_FROM, payout_sweep
+from payouts.engine import order_advance, orders_advance_all
+from payouts.limits import PairRange, exchange_range
+from payouts.payout_sweep import payout_sweep
+from payouts.services import PAYOUT_FROM
 from payouts.transitions import Actor
 
 
@@ -20,13 +20,13 @@ def advance_open_orders() -> dict[str, object]:
     return {"advanced": len(moved), "orders": moved}
 
 
-def exchange_minimum_usdt(currency: str, network: str) -> Decimal | None:
-    """ChangeNOW's minimum USDT for a payout pair; None when it cannot be read right now."""
+def exchange_range_usdt(currency: str, network: str) -> PairRange | None:
+    """ChangeNOW's range of USDT for a payout pair; None when it cannot be read right now."""
     try:
-        return changenow().get_min_amount(
-            PAYOUT_FROM[0],
-            currency,
+        return exchange_range(
+            from_currency=PAYOUT_FROM[0],
             from_network=PAYOUT_FROM[1],
+            to_currency=currency,
             to_network=network,
         )
     except ProviderError:
@@ -35,5 +35,5 @@ def exchange_minimum_usdt(currency: str, network: str) -> Decimal | None:
 
 def sweep_payouts(dry_run: bool = False) -> dict[str, object]:
     return payout_sweep(
-        actor=Actor.system("payout_sweep"), dry_run=dry_run, minimum_for=exchange_minimum_usdt
+        actor=Actor.system("payout_sweep"), dry_run=dry_run, range_for=exchange_range_usdt
     ).as_json()

@@ -41,6 +41,25 @@ def _fire_deferred_checks() -> None:
         pass  # the test left its transaction aborted on purpose: nothing was booked
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """ChangeNOW's ranges are cached per process: no test sees another test's sandbox."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def catalogue(sandbox: SandboxServer, settings: Any, db: Any) -> None:
+    """The currency catalogue loaded from the sandbox's list over HTTP, as bootstrap does."""
+    from payouts.currencies import currency_catalogue_refresh
+
+    settings.CHANGENOW_API_URL = sandbox.url
+    currency_catalogue_refresh(actor=Actor.system("tests"))
+
+
 @pytest.fixture
 def system_actor() -> Actor:
     return Actor.system("tests")
@@ -135,7 +154,10 @@ def providers(sandbox: SandboxServer, settings: Any, request: pytest.FixtureRequ
         from payouts.custody import opening_post
         from payouts.engine import wallet
 
+        from payouts.currencies import currency_catalogue_refresh
+
         opening_post(wallet=wallet(), actor=Actor.system("bootstrap"))
+        currency_catalogue_refresh(actor=Actor.system("bootstrap"))
     return Control(sandbox)
 
 

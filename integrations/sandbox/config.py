@@ -35,6 +35,11 @@ DEFAULT_PRICES_USD: dict[str, Decimal] = {
     "bnb": Decimal("600"),
     "matic": Decimal("0.7"),
     "doge": Decimal("0.15"),
+    "xlm": Decimal("0.1"),
+    "ton": Decimal("5"),
+    "bch": Decimal("400"),
+    "usd": Decimal("1"),
+    "eur": Decimal("1.08"),
 }
 
 
@@ -51,6 +56,15 @@ class SandboxConfig:
     create_delay: float = 0.0  # POST /v2/exchange creates, then waits this long to answer
     min_usd: Decimal = Decimal("10")  # default minimum deposit, in USD worth
     min_amounts: dict[str, Decimal] = field(default_factory=dict)  # per from-ticker override
+    # Standard-flow maximum fromAmount per from-ticker (none by default, as ChangeNOW's
+    # eth->usdt); fixed-rate exchanges keep their own maximum worth 50,000 USD.
+    max_amounts: dict[str, Decimal] = field(default_factory=dict)
+    # ChangeNOW computes some amounts in doubles: a relative error added to the fromAmount it
+    # echoes (create, expectedAmountFrom, amountFrom), printed with 16 significant digits.
+    echo_relative_error: Decimal = Decimal("0")
+    # "ticker" or "ticker:network" entries ChangeNOW no longer offers: left out of
+    # /currencies?active=true, and a pair using one is refused as pair_is_inactive.
+    inactive_currencies: list[str] = field(default_factory=list)
     fee_percent: Decimal = Decimal("0.5")  # ChangeNOW's cut in quotes
     payout_jitter_min: Decimal = Decimal("-0.02")  # realised amountTo vs the estimate
     payout_jitter_max: Decimal = Decimal("0.005")
@@ -146,7 +160,14 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         if current is None and key == "seed":
             return None if value in (None, "") else int(value)
         if isinstance(current, dict):
-            return {**current, **_decimal_map(value)}  # merge: {"eth": "0.01"} keeps others
+            # Merge: {"eth": "0.01"} keeps the others; {"eth": null} removes eth's entry.
+            if isinstance(value, Mapping):
+                dropped = {str(k).lower() for k, v in value.items() if v is None}
+                value = {k: v for k, v in value.items() if v is not None}
+            else:
+                dropped = set()
+            merged = {**current, **_decimal_map(value)}
+            return {k: v for k, v in merged.items() if k not in dropped}
         if isinstance(current, list):
             if isinstance(value, str):
                 return [item.strip() for item in value.split(",") if item.strip()]

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_UP, Decimal, InvalidOperation
+from decimal import ROUND_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
 from eth_utils import keccak, to_checksum_address
@@ -60,7 +60,13 @@ CURRENCIES: list[tuple[str, str, str, bool, bool]] = [
     ("xrp", "xrp", "Ripple", True, True),
     ("bnb", "bsc", "BNB (BEP20)", False, True),
     ("matic", "matic", "Polygon", False, True),
+    ("xlm", "xlm", "Stellar", True, True),
+    ("ton", "ton", "Toncoin", True, False),
+    ("bch", "bch", "Bitcoin Cash", False, True),
+    ("usd", "usd", "US Dollar", False, False),
+    ("eur", "eur", "Euro", False, False),
 ]
+FIAT = frozenset({"usd", "eur"})  # listed (isFiat), never a chain payout
 SCRIPT_OUTCOMES = frozenset({"finished", "failed", "refunded", "expired", "stuck", "unknown"})
 STUCK_STATUSES = ("waiting", "confirming", "exchanging", "sending")
 # Statuses after which, with a deposit received, a refund or a continue can be asked for.
@@ -157,8 +163,15 @@ class ChangeNowSim:
                 raise ApiError(
                     400, "pair_is_inactive", f"Currency {ticker} on network {net} is not supported"
                 )
-            return ticker, net
-        return ticker, options[0][1]
+        else:
+            net = options[0][1]
+        if not self.is_active(ticker, net):
+            raise ApiError(400, "pair_is_inactive", f"Currency {ticker} on {net} is inactive")
+        return ticker, net
+
+    def is_active(self, ticker: str, network: str) -> bool:
+        off = {item.lower() for item in self.config.inactive_currencies}
+        return ticker not in off and f"{ticker}:{network}" not in off
 
     def _pair(self, params: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
         from_c, from_n = self._resolve(
@@ -188,16 +201,27 @@ class ChangeNowSim:
 
     def max_amount(self, from_c: str, flow: str) -> Decimal | None:
         if flow != "fixed-rate":
-            return None
+            return self.config.max_amounts.get(from_c)
         return _round_up_significant(Decimal(50_000) / self._price(from_c))
+
+    def echo(self, amount: Decimal | None) -> Decimal | None:
+        """An amount as ChangeNOW echoes it: exact, or carried through a double."""
+        error = self.config.echo_relative_error
+        if amount is None or not error:
+            return amount
+        # What a double holds, printed with its 16 significant digits.
+        return Context(prec=16).plus(amount * (1 + error)).normalize()
 
     # -- endpoints ---------------------------------------------------------------------
 
     def currencies(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         flow = params.get("flow")
+        only_active = str(params.get("active", "")).lower() == "true"
         rows = []
         for ticker, network, name, extra, fixed in CURRENCIES:
             if flow == "fixed-rate" and not fixed:
+                continue
+            if only_active and not self.is_active(ticker, network):
                 continue
             token = None
             if ticker == "usdt" and network == "eth":
@@ -209,7 +233,7 @@ class ChangeNowSim:
                     "image": f"https://sandbox.invalid/coins/{ticker}.svg",
                     "hasExternalId": extra,
                     "isExtraIdSupported": extra,
-                    "isFiat": False,
+                    "isFiat": ticker in FIAT,
                     "featured": ticker in ("btc", "eth", "usdt"),
                     "isStable": ticker in ("usdt", "usdc"),
                     "supportsFixedRate": fixed,
@@ -355,7 +379,7 @@ class ChangeNowSim:
         self.exchanges[exchange.id] = exchange
         return {
             "id": exchange.id,
-            "fromAmount": from_amount,
+            "fromAmount": self.echo(from_amount),
             "toAmount": to_amount,
             "flow": flow,
             "type": kind,
@@ -811,9 +835,9 @@ class ChangeNowSim:
             "fromNetwork": exchange.from_network,
             "toCurrency": exchange.to_currency,
             "toNetwork": exchange.to_network,
-            "expectedAmountFrom": exchange.expected_from,
+            "expectedAmountFrom": self.echo(exchange.expected_from),
             "expectedAmountTo": exchange.expected_to,
-            "amountFrom": exchange.deposit_amount if seen else None,
+            "amountFrom": self.echo(exchange.deposit_amount) if seen else None,
             "amountTo": exchange.amount_to if sending else None,
             "payinAddress": exchange.payin_address,
             "payoutAddress": exchange.payout_address,

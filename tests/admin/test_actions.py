@@ -177,9 +177,12 @@ def test_force_close_is_refused_while_a_broadcast_transaction_could_confirm(
 def test_force_closing_a_payout_returns_its_rows_to_converted(
     as_approver: HttpClient, as_second_approver: HttpClient, world: World
 ) -> None:
-    from payouts.services import payout_sweep
+    from payouts.limits import PairRange
+    from payouts.payout_sweep import payout_sweep
 
-    result = payout_sweep(actor=SYSTEM, minimum_for=lambda currency, network: Decimal(0))
+    result = payout_sweep(
+        actor=SYSTEM, range_for=lambda currency, network: PairRange(Decimal(0), None)
+    )
     assert result.created == 2
     payout = Payout.objects.get(client=world.alpha)
     page = act(as_approver, "force_close", [payout], url="admin:payouts_payout_changelist")

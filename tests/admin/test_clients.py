@@ -12,7 +12,7 @@ from django.urls import reverse
 from payouts.models import AuditEvent, Client
 from tests.admin.conftest import BTC, World
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("catalogue")]
 NEW_BTC = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
 
 

@@ -90,10 +90,11 @@ def test_object_pages_render_in_at_most_14_queries(
     from decimal import Decimal
 
     from payouts.models import Payout
-    from payouts.services import payout_sweep
+    from payouts.limits import PairRange
+    from payouts.payout_sweep import payout_sweep
     from tests.admin.conftest import SYSTEM
 
-    payout_sweep(actor=SYSTEM, minimum_for=lambda currency, network: Decimal(0))
+    payout_sweep(actor=SYSTEM, range_for=lambda currency, network: PairRange(Decimal(0), None))
     pages = [
         reverse("admin:payouts_payout_change", args=[Payout.objects.first().pk]),
         reverse("admin:batches_conversionbatch_change", args=[traced.completed.pk]),

@@ -53,12 +53,16 @@ def test_sweep_json_has_the_contract_shape(providers) -> None:  # noqa: ANN001
         "eth": "0.012",
         "usd": "30",
         "reason": "dry_run:threshold",
+        "batches": [],
     }
     assert not ConversionBatch.objects.exists()
     real = run_json("sweep")
     assert real["created"] is True
     assert real["batch_id"] == str(ConversionBatch.objects.get().pk)
     assert (real["rows"], real["eth"], real["usd"]) == (3, "0.012", "30")
+    assert real["batches"] == [
+        {"batch_id": real["batch_id"], "rows": 3, "eth": "0.012", "usd": "30"}
+    ]
 
 
 def test_status_json_lists_every_state_with_zeros() -> None:

@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from payouts.models import AuditEvent, Client
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("catalogue")]
 
 HEADER = (
     "reference,name,payout_strategy,payout_threshold_usd,payout_currency,payout_network,"

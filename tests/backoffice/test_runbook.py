@@ -171,7 +171,7 @@ def test_changenow_down_creates_nothing_and_resumes(providers: Control) -> None:
     ClientFactory(reference="m0", instant=True)
     credit("m0", 3)
     result = conversion_sweep(actor=OPS)
-    assert not result.created and result.reason.startswith("minimum_unavailable")
+    assert not result.created and result.reason.startswith("range_unavailable")
     providers.config(error_rate=0)
     result = conversion_sweep(actor=OPS)
     assert result.created

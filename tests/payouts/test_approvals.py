@@ -246,6 +246,7 @@ def test_a_fee_change_waits_for_a_second_approver_and_an_operator_cannot_ask(
 
 
 def test_a_client_destination_change_is_asked_and_run_by_another_approver(
+    catalogue,
     operator,
     approver,
     second_approver,  # noqa: ANN001

@@ -318,7 +318,7 @@ def test_the_sweep_fails_loudly_when_the_minimum_cannot_be_read(
     ClientFactory(reference="acme")
     credit("acme", 3)
     result = conversion_sweep(actor=ACTOR)
-    assert not result.created and result.reason.startswith("minimum_unavailable")
+    assert not result.created and result.reason.startswith("range_unavailable")
     assert not ConversionBatch.objects.exists()
 
 

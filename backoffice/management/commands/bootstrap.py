@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 from backoffice.schedules import schedules_setup
 from backoffice.services import roles_setup
 from integrations.errors import ProviderError
+from payouts.currencies import CurrencyError, currency_catalogue_refresh
 from payouts.custody import opening_post
 from payouts.engine import wallet
 from payouts.services import runtime_settings_get
@@ -22,6 +23,12 @@ class Command(BaseCommand):
         schedules = schedules_setup()
         runtime_settings_get()
         self.stdout.write(f"migrated; roles: {', '.join(roles)}; schedules: {', '.join(schedules)}")
+        try:
+            listed = currency_catalogue_refresh(actor=Actor.system("bootstrap"))
+            self.stdout.write(f"currency catalogue: {listed.listed} active currencies")
+        except CurrencyError as exc:
+            # Not fatal either: the daily schedule and the first client form load it later.
+            self.stdout.write(f"currency catalogue not loaded yet: {exc}")
         if not settings.HOST_WALLET_ADDRESS:
             self.stdout.write("opening balance not booked: HOST_WALLET_ADDRESS is not set")
             return
