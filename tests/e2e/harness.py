@@ -586,7 +586,54 @@ class Stack:
                 "state, broadcast_count FROM payouts_transfer ORDER BY id"
             )
         )
+        if self.sandbox is not None:
+            lines.extend(self._sandbox_view())
         return "\n".join(lines)
+
+    def _sandbox_view(self) -> list[str]:
+        """What the sandbox says about the open orders' exchanges and our hashes there: the
+        first thing to read when an order never settles."""
+        assert self.sandbox is not None
+        try:
+            state = self.sandbox.state()
+        except Exception as exc:  # noqa: BLE001 - diagnostics only, never hide the failure
+            return [f"sandbox state unreadable: {exc}"]
+        open_ids = {
+            row[0]
+            for row in self.rows(
+                "SELECT exchange_id FROM batches_conversionbatch WHERE state IN "
+                "('reserved', 'exchange_created', 'funds_sent', 'converting') "
+                "UNION ALL SELECT exchange_id FROM payouts_payout WHERE state IN "
+                "('reserved', 'exchange_created', 'funds_sent', 'converting')"
+            )
+        }
+        deposits = {d["tx_hash"]: d for d in state.get("deposits", [])}
+        lines = []
+        for exchange in state.get("exchanges", []):
+            if exchange["id"] in open_ids:
+                lines.append(
+                    f"sandbox exchange {exchange['id']}: {exchange['status']}, deposit "
+                    f"{exchange.get('payinHash')} at {exchange.get('depositReceivedAt')}"
+                )
+        for tx_hash, order_id in self.rows(
+            "SELECT t.tx_hash, coalesce(f.batch_id::text, f.payout_id::text) "
+            "FROM payouts_transfertx t JOIN payouts_transfer f ON f.id = t.transfer_id "
+            "LEFT JOIN batches_conversionbatch b ON b.id = f.batch_id "
+            "LEFT JOIN payouts_payout p ON p.id = f.payout_id "
+            "WHERE coalesce(b.state, p.state) IN "
+            "('reserved', 'exchange_created', 'funds_sent', 'converting') ORDER BY t.id"
+        ):
+            seen = deposits.get(tx_hash)
+            lines.append(
+                f"tx {tx_hash} of {order_id}: "
+                + (
+                    f"sandbox deposit for {seen['exchange_id']} ({seen['note']})"
+                    if seen
+                    else "not a sandbox deposit"
+                )
+            )
+        lines.append(f"sandbox mempool: {state.get('mempool')}")
+        return lines
 
     def wait_for(
         self, check: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.2
