@@ -309,14 +309,6 @@ def run() -> int:
     embedded = not env.get("DATABASE_URL")
     if embedded:
         subprocess.run([PY, "-m", "backoffice.embedded_db", "start"], cwd=ROOT, env=env, check=True)
-    manage("bootstrap", env=env)
-    password = admin_password()
-    manage("demo", "--admin-password", password, env=env)
-    django_setup(env)
-    changed = apply_demo_settings(DEMO_THRESHOLD_USD) if DEMO_THRESHOLD_USD else []
-    leftovers = open_orders()
-    close_db()
-
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -326,16 +318,32 @@ def run() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The sandbox first: bootstrap loads ChangeNOW's currency list from it, and the demo
+    # merchants are validated against that list like any import.
     try:
-        deadline = time.monotonic() + 60
         procs["sandbox"] = start(
             "sandbox", [PY, "manage.py", "sandbox", "--port", str(sandbox_port)], env
         )
+        wait_for_line(
+            LOGS / "sandbox.log", "sandbox listening", procs["sandbox"], time.monotonic() + 60
+        )
+        manage("bootstrap", env=env)
+        password = admin_password()
+        manage("demo", "--admin-password", password, env=env)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"start-up failed: {exc}; logs in {LOGS}", file=sys.stderr)
+        stop_all(procs)
+        return 1
+    django_setup(env)
+    changed = apply_demo_settings(DEMO_THRESHOLD_USD) if DEMO_THRESHOLD_USD else []
+    leftovers = open_orders()
+    close_db()
+    try:
+        deadline = time.monotonic() + 60
         procs["web"] = start(
             "web", [PY, "manage.py", "runserver", f"127.0.0.1:{WEB_PORT}", "--noreload"], env
         )
         procs["qcluster"] = start("qcluster", [PY, "manage.py", "qcluster"], env)
-        wait_for_line(LOGS / "sandbox.log", "sandbox listening", procs["sandbox"], deadline)
         print(f"  {chain_meets_books(sandbox_url)}", flush=True)
         wait_for_port(WEB_PORT, procs["web"], deadline)
         wait_for_line(LOGS / "qcluster.log", "running.", procs["qcluster"], deadline)

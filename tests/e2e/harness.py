@@ -38,6 +38,7 @@ from psycopg import sql
 
 from integrations.changenow.nudge import sign_nudge
 from integrations.nowpayments.ipn import SIGNATURE_HEADER, sign_ipn
+from integrations.sandbox import SandboxConfig, SandboxServer
 from integrations.sandbox.config import DEFAULT_HOST_WALLET, DEFAULT_USDT_CONTRACT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,8 +219,15 @@ def bootstrap_template(server: DbServer, name: str) -> None:
     server.drop(name)
     server.create(name)
     env = base_env(server.url(name))
-    manage("bootstrap", env=env)
-    manage("demo", "--admin-password", "e2e-admin-password-1", env=env)
+    # A sandbox of its own serves ChangeNOW's currency list, which bootstrap loads and the
+    # demo merchants are validated against; its chain is not used (no opening balance here).
+    catalogue = SandboxServer(SandboxConfig()).start()
+    try:
+        env["CHANGENOW_API_URL"] = catalogue.url
+        manage("bootstrap", env=env)
+        manage("demo", "--admin-password", "e2e-admin-password-1", env=env)
+    finally:
+        catalogue.stop()
 
 
 # --- processes -------------------------------------------------------------------------------
