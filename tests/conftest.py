@@ -151,10 +151,9 @@ def providers(sandbox: SandboxServer, settings: Any, request: pytest.FixtureRequ
         "transactional_db",
     } & set(request.fixturenames):
         request.getfixturevalue("db")
+        from payouts.currencies import currency_catalogue_refresh
         from payouts.custody import opening_post
         from payouts.engine import wallet
-
-        from payouts.currencies import currency_catalogue_refresh
 
         opening_post(wallet=wallet(), actor=Actor.system("bootstrap"))
         currency_catalogue_refresh(actor=Actor.system("bootstrap"))

@@ -89,8 +89,8 @@ def test_object_pages_render_in_at_most_14_queries(
 ) -> None:
     from decimal import Decimal
 
-    from payouts.models import Payout
     from payouts.limits import PairRange
+    from payouts.models import Payout
     from payouts.payout_sweep import payout_sweep
     from tests.admin.conftest import SYSTEM
 

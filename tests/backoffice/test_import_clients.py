@@ -116,3 +116,60 @@ def test_a_rerun_upserts_by_reference_and_audits_the_address_change(tmp_path: Pa
     assert Client.objects.get(reference="acme").payout_address == new_eth
     event = AuditEvent.objects.get(kind="payout_destination_changed")
     assert event.data["payout_address"] == {"old": ETH, "new": new_eth}
+
+
+def test_names_as_finance_types_them_are_stored_as_changenow_tickers(tmp_path: Path) -> None:
+    lines = [
+        f"acme,Acme Ltd,threshold,50,USDT,ERC20,{ETH},,\n",
+        f"bolt,Bolt GmbH,instant,0,BTC,Bitcoin,{BTC},,\n",
+        f"crux,Crux SA,threshold,60,Tether,Ethereum,{ETH},,\n",
+    ]
+    code, out = run(write(tmp_path, lines))
+    assert (code, out["created"]) == (0, 3), out
+    stored = dict(
+        (ref, (cur, net))
+        for ref, cur, net in Client.objects.values_list(
+            "reference", "payout_currency", "payout_network"
+        )
+    )
+    assert stored == {"acme": ("usdt", "eth"), "bolt": ("btc", "btc"), "crux": ("usdt", "eth")}
+
+
+def test_an_unknown_pair_imports_nothing_and_names_its_line(tmp_path: Path) -> None:
+    lines = [*GOOD, f"dyno,Dyno,threshold,75,usdt,solana-devnet,{ETH},,\n"]
+    code, out = run(write(tmp_path, lines))
+    assert code == 1 and not Client.objects.exists()
+    assert [e["line"] for e in out["errors"]] == [5]  # the header is line 1
+    assert "does not offer usdt on solana-devnet" in out["errors"][0]["error"]
+    assert "eth" in out["errors"][0]["error"]  # says where usdt is offered
+
+
+@pytest.mark.parametrize(
+    ("currency", "network", "message"),
+    [
+        ("usd", "usd", "fiat"),
+        ("dogecoin-classic", "doge", "does not offer"),
+    ],
+)
+def test_it_refuses_what_changenow_cannot_pay_out(
+    tmp_path: Path, currency: str, network: str, message: str
+) -> None:
+    code, out = run(write(tmp_path, [f"e1,E,threshold,50,{currency},{network},{ETH},,\n"]))
+    assert code == 1 and message in out["errors"][0]["error"]
+
+
+def test_a_pair_that_needs_an_extra_id_requires_one(tmp_path: Path) -> None:
+    xrp = "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh"
+    code, out = run(write(tmp_path, [f"e1,E,threshold,50,XRP,Ripple,{xrp},,\n"]))
+    assert code == 1 and "needs an extra id" in out["errors"][0]["error"]
+    code, out = run(write(tmp_path, [f"e1,E,threshold,50,XRP,Ripple,{xrp},12345,\n"]))
+    assert code == 0, out
+    assert Client.objects.get().payout_extra_id == "12345"
+
+
+def test_a_currency_changenow_stopped_offering_is_refused(tmp_path: Path) -> None:
+    from payouts.models import Currency
+
+    Currency.objects.filter(ticker="btc").update(active=False)
+    code, out = run(write(tmp_path, [f"bolt,Bolt GmbH,instant,0,btc,btc,{BTC},,\n"]))
+    assert code == 1 and "no longer offers btc on btc" in out["errors"][0]["error"]
