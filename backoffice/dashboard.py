@@ -83,7 +83,7 @@ FROM days LEFT JOIN b USING (d) LEFT JOIN p USING (d) ORDER BY days.d
 # own rule), largest first; the window columns count and sum all of them.
 _OWED_SQL = """
 SELECT c.id, c.reference, c.name, c.payout_threshold_usd, s.n, s.usdt,
-       count(*) OVER (), sum(s.usdt) OVER ()
+       count(*) OVER (), sum(s.usdt) OVER (), c.unpaid_reason, c.unpaid_since
 FROM (
     SELECT client_id, count(*) AS n, sum(usdt) AS usdt FROM payouts_accumulation
     WHERE state = 'converted' GROUP BY client_id
@@ -352,8 +352,11 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             "usdt": fmt_decimal(usdt_, 6),
             "url": f"{acc_url}?client={ref}&state__exact=converted",
             "client_url": _url("payouts_client_change", cid),
+            # Kept by the last payout sweep; empty: the next sweep has not looked yet.
+            "why": reason or "waiting for the next payout sweep",
+            "since": since,
         }
-        for cid, ref, name, threshold_, n, usdt_, _count, _total in owed_rows
+        for cid, ref, name, threshold_, n, usdt_, _count, _total, reason, since in owed_rows
     ]
     owed_clients = owed_rows[0][6] if owed_rows else 0
     owed_total = Decimal(owed_rows[0][7]) if owed_rows else Decimal(0)

@@ -76,6 +76,7 @@ def roles_setup() -> list[str]:
         "view_alert",
         "view_account",
         "view_ledgertransaction",
+        "view_currency",
     ]
     operator = [
         *view_codenames,
@@ -86,6 +87,7 @@ def roles_setup() -> list[str]:
         "resolve_webhooks",
         "export_data",
         "change_alert",
+        "refresh_currencies",
     ]
     grants = {
         "finance_viewer": view_codenames,

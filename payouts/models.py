@@ -128,6 +128,9 @@ class Currency(models.Model):
     class Meta:
         ordering = ["ticker", "network"]
         verbose_name_plural = "currencies"
+        permissions: ClassVar = [
+            ("refresh_currencies", "Can refresh the currency catalogue from ChangeNOW")
+        ]
         constraints: ClassVar = [
             models.UniqueConstraint(fields=["ticker", "network"], name="currency_pair_unique"),
             models.CheckConstraint(

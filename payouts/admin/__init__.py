@@ -1,6 +1,7 @@
 """Admin pages of the payouts app, one module per page: clients, accumulations, payouts
 (and the funded-order page conversion batches reuse), audit events, exchange attempts,
-transfers and the run-time settings; `support` and `shared` hold what they share.
+transfers, the currency catalogue and the run-time settings; `support` and `shared` hold
+what they share.
 
 Design: pages only read; every change goes through a service (`payouts.operator`,
 `payouts.services`) behind a confirmed action or a form with a required reason, so the
@@ -14,6 +15,7 @@ from payouts.admin import (  # noqa: F401  (importing registers each page)
     attempts,
     audit,
     clients,
+    currencies,
     orders,
     settings,
     transfers,

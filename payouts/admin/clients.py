@@ -34,6 +34,7 @@ from payouts.admin.support import (
     usd,
     usdt,
 )
+from payouts.currencies import currency_choices
 from payouts.models import (
     ACCUMULATION_STATES,
     Accumulation,
@@ -82,6 +83,18 @@ class ClientForm(forms.ModelForm):
         for name in ("payout_address", "payout_extra_id", "name"):
             if name in self.fields:
                 self.fields[name].widget.attrs["size"] = 70
+        # Pick-lists from ChangeNOW's catalogue; the stored value stays selectable (marked)
+        # when ChangeNOW no longer lists it, so the page still shows what is on record.
+        for name, key in (("payout_currency", "ticker"), ("payout_network", "network")):
+            if name not in self.fields:
+                continue
+            choices = currency_choices(field=key)
+            if not choices:
+                continue  # catalogue not loaded yet: free text, checked on save
+            current = getattr(self.instance, name, "") if self.instance.pk else ""
+            if current and current not in {value for value, _label in choices}:
+                choices.append((current, f"{current} (no longer offered by ChangeNOW)"))
+            self.fields[name].widget = forms.Select(choices=[("", "---------"), *choices])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -123,9 +136,10 @@ class ClientAdmin(ReadOnlyAdmin):
         "destination",
         "fee_override",
         "owed",
+        "why_not_paid",
         "active",
     )
-    list_filter = ("active", "payout_strategy", "payout_currency")
+    list_filter = ("active", "payout_strategy", "payout_currency", "unpaid_code")
     search_fields = ("reference", "name")
     search_help_text = "Client reference or name."
     actions: ClassVar[Sequence[str]] = ["export_csv"]
@@ -219,6 +233,10 @@ class ClientAdmin(ReadOnlyAdmin):
         url = f"{admin_url(Accumulation)}?client={obj.reference}&state__exact=converted"
         return format_html('<a href="{}">{}</a>', url, fmt_decimal(obj.owed_usdt, 6))
 
+    @admin.display(description="why not paid", ordering="unpaid_code")
+    def why_not_paid(self, obj: Client) -> str:
+        return obj.unpaid_reason or "—"
+
     def page_context(self, request: HttpRequest, obj: Client) -> dict[str, Any]:
         balances = sorted(
             Accumulation.objects.filter(client_id=obj.pk)
@@ -256,6 +274,8 @@ class ClientAdmin(ReadOnlyAdmin):
             "destination_changes": [e for e in timeline if e.kind == "payout_destination_changed"],
             "timeline": timeline,
             "timeline_url": audit_url("client", obj.pk),
+            "unpaid_reason": obj.unpaid_reason,
+            "unpaid_since": obj.unpaid_since,
             **client_ledger(obj.reference),
         }
 
