@@ -268,10 +268,12 @@ def _sweep_locked(
             )
             continue
         if pairs and not pairs.get((c.currency, c.network), False):
+            listed = (c.currency, c.network) in pairs
             reasons.skip(
                 c,
                 "currency_inactive",
-                f"ChangeNOW no longer offers {c.currency} on {c.network}: change the destination",
+                f"ChangeNOW {'no longer offers' if listed else 'does not list'} {c.currency} "
+                f"on {c.network}: change the destination",
                 "currency_inactive",
             )
             continue
