@@ -306,6 +306,12 @@ def run() -> int:
             "SANDBOX_CHAIN_ID": str(100_000 + int(time.time()) % 1_000_000),
         }
     )
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from backoffice.runenv import RUN_ENV_FILE, run_env_write
+
+    env["RUN_WEB_URL"] = f"http://127.0.0.1:{WEB_PORT}"
+    run_env_write(env)  # second-terminal commands read it (removed when we stop)
     embedded = not env.get("DATABASE_URL")
     if embedded:
         subprocess.run([PY, "-m", "backoffice.embedded_db", "start"], cwd=ROOT, env=env, check=True)
@@ -333,6 +339,7 @@ def run() -> int:
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         print(f"start-up failed: {exc}; logs in {LOGS}", file=sys.stderr)
         stop_all(procs)
+        RUN_ENV_FILE.unlink(missing_ok=True)
         return 1
     django_setup(env)
     changed = apply_demo_settings(DEMO_THRESHOLD_USD) if DEMO_THRESHOLD_USD else []
@@ -350,6 +357,7 @@ def run() -> int:
     except (RuntimeError, OSError) as exc:
         print(f"start-up failed: {exc}; logs in {LOGS}", file=sys.stderr)
         stop_all(procs)
+        RUN_ENV_FILE.unlink(missing_ok=True)
         return 1
 
     web = f"http://127.0.0.1:{WEB_PORT}"
@@ -364,6 +372,8 @@ def run() -> int:
         f"  Two-factor:     {two_factor}\n"
         f"  Sandbox:        {sandbox_url}  (ChangeNOW v2 + signer; state at "
         f"{sandbox_url}/_sandbox/state)\n"
+        f"  Second terminal: .venv/bin/python manage.py status --json (or reconcile, "
+        f"balances, report ...): they read {RUN_ENV_FILE.relative_to(ROOT)}\n"
         f"  Demo payments:  make demo-payments N=20\n"
         f"                  (= DEBUG=true NOWPAYMENTS_IPN_SECRET={env['NOWPAYMENTS_IPN_SECRET']}"
         f" {Path(PY).relative_to(ROOT) if Path(PY).is_relative_to(ROOT) else PY}"
@@ -410,6 +420,7 @@ def run() -> int:
         print("stopping: pacer, web, Q cluster, sandbox ...", flush=True)
         close_db()
         stop_all(procs)
+        RUN_ENV_FILE.unlink(missing_ok=True)
         if embedded:
             subprocess.run([PY, "-m", "backoffice.embedded_db", "stop"], cwd=ROOT, env=env)
         print("stopped", flush=True)

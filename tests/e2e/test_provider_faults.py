@@ -57,8 +57,8 @@ def test_it_completes_through_rate_limits_and_server_errors_on_every_kind_of_cal
     # Reads are retried by the HTTP layer (honouring Retry-After); a create and a broadcast
     # are never retried blindly: the engine backs off and tries the step again.
     # Two failures in a row at most per read: the HTTP layer tries a read three times.
-    box.fail(path="/v2/exchange/min-amount", status=429, retry_after=1)
-    box.fail(path="/v2/exchange/min-amount", status=500)
+    box.fail(path="/v2/exchange/range", status=429, retry_after=1)
+    box.fail(path="/v2/exchange/range", status=500)
     box.fail(path="/v2/exchange", method="POST", status=429, retry_after=1)
     box.fail(path="/v2/exchange/by-id", status=503, count=2, retry_after=1)
     box.fail(path="/rpc", rpc_method="eth_sendRawTransaction", status=502)
