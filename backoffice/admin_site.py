@@ -117,8 +117,14 @@ class BackofficeAdminSite(admin.AdminSite):
             for model, model_admin in self._registry.items()
             if getattr(model_admin, "export_columns", ())
         ]
+        reports = [path("reports/", self.admin_view(self.reports), name="reports")]
         # Before the model URLs: "<app>/<model>/<object_id>/" would otherwise catch them.
-        return [*account, *exports, *super().get_urls()]
+        return [*account, *exports, *reports, *super().get_urls()]
+
+    def reports(self, request: HttpRequest) -> HttpResponse:
+        from backoffice.reports_view import reports_view
+
+        return reports_view(request, self)
 
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
