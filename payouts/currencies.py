@@ -101,15 +101,18 @@ def currency_pair_states() -> dict[tuple[str, str], bool]:
     }
 
 
-def currency_choices(*, field: str) -> list[tuple[str, str]]:
-    """Pick-list values of the active crypto currencies (`ticker`) or networks (`network`)."""
-    rows = Currency.objects.filter(active=True, is_fiat=False)
-    if field == "ticker":
-        names: dict[str, str] = {}
-        for ticker, name in rows.values_list("ticker", "name"):
-            names.setdefault(ticker, name.split(" (")[0])
-        return sorted((t, f"{t.upper()} - {n}") for t, n in names.items())
-    return sorted((n, n) for n in set(rows.values_list("network", flat=True)))
+def currency_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Pick-lists of the active crypto currencies: (tickers, networks), in one query."""
+    names: dict[str, str] = {}
+    networks: set[str] = set()
+    rows = Currency.objects.filter(active=True, is_fiat=False).values_list(
+        "ticker", "network", "name"
+    )
+    for ticker, network, name in rows:
+        names.setdefault(ticker, name.split(" (")[0])
+        networks.add(network)
+    tickers = sorted((t, f"{t.upper()} - {n}") for t, n in names.items())
+    return tickers, sorted((n, n) for n in networks)
 
 
 @dataclass

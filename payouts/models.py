@@ -265,6 +265,9 @@ class Accumulation(models.Model):
             models.Index(
                 fields=["payout"], name="acc_payout_idx", condition=Q(payout__isnull=False)
             ),
+            # Finance looks payments up by NOWPayments' order_id (the merchant's invoice).
+            # Written once at intake and never updated, so row moves stay HOT-eligible.
+            models.Index(fields=["order_id"], name="acc_order_id_idx", condition=~Q(order_id="")),
         ]
 
     def __str__(self) -> str:
@@ -728,6 +731,12 @@ class TransferTx(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The admin finds a transaction by the first characters of its hash, as pages show it.
+        indexes: ClassVar = [
+            models.Index(
+                fields=["tx_hash"], name="transfertx_hash_prefix", opclasses=["varchar_pattern_ops"]
+            )
+        ]
         constraints: ClassVar = [
             models.CheckConstraint(
                 condition=Q(kind__in=["original", "speed_up", "cancel"]), name="transfertx_kind"

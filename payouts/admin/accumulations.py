@@ -61,7 +61,8 @@ class AccumulationAdmin(ReadOnlyAdmin):
     list_filter = ("state", ClientReferenceFilter, ("created_at", DATE_FILTER))
     search_fields = ("payment_id",)  # shows the box; see get_search_results
     search_help_text = (
-        "Exact payment id, client reference, batch or payout id, exchange id or transaction hash."
+        "Exact payment id, NOWPayments order_id, client reference, batch or payout id, "
+        "exchange id, or a transaction hash (its first 8 characters or more)."
     )
     actions: ClassVar[Sequence[str]] = ["export_csv"]
     export_columns = (
@@ -112,7 +113,7 @@ class AccumulationAdmin(ReadOnlyAdmin):
         # A payment id matches that payment only (not the rest of its batch).
         batch_ids, payout_ids = orders_matching(term, by_payment=False)
         client_ids = list(Client.objects.filter(reference=term).values_list("id", flat=True))
-        query = Q(payment_id=term)
+        query = Q(payment_id=term) | Q(order_id=term)
         if client_ids:
             query |= Q(client_id__in=client_ids)
         if batch_ids:

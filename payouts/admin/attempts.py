@@ -63,10 +63,10 @@ class ExchangeAttemptAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return (
-            queryset.filter(Q(exchange_id=term) | Q(payin_hash=term) | Q(payout_hash=term)),
-            False,
-        )
+        query = Q(exchange_id=term) | Q(payin_hash=term) | Q(payout_hash=term)
+        if len(term) >= 8:  # a hash prefix, as pages show them (a small table: no index)
+            query |= Q(payin_hash__startswith=term) | Q(payout_hash__startswith=term)
+        return queryset.filter(query), False
 
     @admin.display(description="order")
     def order(self, obj: ExchangeAttempt) -> Any:

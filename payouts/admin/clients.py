@@ -85,10 +85,11 @@ class ClientForm(forms.ModelForm):
                 self.fields[name].widget.attrs["size"] = 70
         # Pick-lists from ChangeNOW's catalogue; the stored value stays selectable (marked)
         # when ChangeNOW no longer lists it, so the page still shows what is on record.
-        for name, key in (("payout_currency", "ticker"), ("payout_network", "network")):
+        tickers, networks = currency_choices()
+        for name, listed in (("payout_currency", tickers), ("payout_network", networks)):
             if name not in self.fields:
                 continue
-            choices = currency_choices(field=key)
+            choices = list(listed)
             if not choices:
                 continue  # catalogue not loaded yet: free text, checked on save
             current = getattr(self.instance, name, "") if self.instance.pk else ""

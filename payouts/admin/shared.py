@@ -4,6 +4,7 @@ orders by id or payment, and the audit timeline of an object."""
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib import admin
+from django.db.models import Q
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
@@ -27,6 +29,7 @@ from payouts.models import (
     Payout,
     RuntimeSettings,
     Transfer,
+    TransferTx,
 )
 from payouts.services import (
     runtime_settings_get,
@@ -52,6 +55,23 @@ def _as_uuid(term: str) -> uuid.UUID | None:
         return None
 
 
+_HASH_PREFIX = re.compile(r"(0x)?[0-9a-fA-F]{8,64}")
+
+
+def hash_prefix(term: str) -> str:
+    """The lower-case 0x-prefixed start of a transaction hash if `term` can be one (at least
+    8 hex digits, as pages show hashes), else ''."""
+    if not _HASH_PREFIX.fullmatch(term):
+        return ""
+    return "0x" + term.lower().removeprefix("0x")
+
+
+def transfers_by_hash_prefix(prefix: str) -> Any:
+    """Transfers any of whose signed transactions (original, speed-up, cancel) starts with
+    `prefix`: an index range scan (transfertx_hash_prefix)."""
+    return TransferTx.objects.filter(tx_hash__startswith=prefix).values("transfer_id")[:100]
+
+
 def orders_matching(term: str, *, by_payment: bool = True) -> tuple[set[Any], set[Any]]:
     """(batch ids, payout ids) an operator may mean by `term`: an order id, an exchange id
     (any attempt, not only the current one), a transaction hash or a NOWPayments payment id.
@@ -63,14 +83,19 @@ def orders_matching(term: str, *, by_payment: bool = True) -> tuple[set[Any], se
         batch_ids.add(as_uuid)
         payout_ids.add(as_uuid)
     linked = [
-        ExchangeAttempt.objects.filter(exchange_id=term),
+        ExchangeAttempt.objects.filter(
+            Q(exchange_id=term) | Q(payin_hash=term) | Q(payout_hash=term)
+        ),
         Transfer.objects.filter(tx_hash__in={term, term.lower()}),
     ]
+    prefix = hash_prefix(term)
+    if prefix:
+        linked.append(Transfer.objects.filter(pk__in=transfers_by_hash_prefix(prefix)))
     for queryset in linked:
         for batch_id, payout_id in queryset.values_list("batch_id", "payout_id")[:100]:
             (batch_ids if batch_id else payout_ids).add(batch_id or payout_id)
     if by_payment:
-        payments = Accumulation.objects.filter(payment_id=term)
+        payments = Accumulation.objects.filter(Q(payment_id=term) | Q(order_id=term))
         for batch_id, payout_id in payments.values_list("batch_id", "payout_id"):
             if batch_id:
                 batch_ids.add(batch_id)

@@ -14,7 +14,9 @@ from django.http import HttpRequest
 
 from payouts.admin.shared import (
     DATE_FILTER,
+    hash_prefix,
     order_link,
+    transfers_by_hash_prefix,
 )
 from payouts.admin.support import (
     ReadOnlyAdmin,
@@ -43,7 +45,10 @@ class TransferAdmin(ReadOnlyAdmin):
     list_filter = ("state", "asset", ("created_at", DATE_FILTER))
     created = datetime_column("created_at", "created")
     search_fields = ("tx_hash",)
-    search_help_text = "Exact transaction hash or destination address."
+    search_help_text = (
+        "A transaction hash (whole, or its first 8 characters or more: speed-ups and "
+        "cancels too) or a destination address."
+    )
     actions: ClassVar[Sequence[str]] = ["export_csv"]
     export_columns = (
         ("id", "id"),
@@ -66,10 +71,11 @@ class TransferAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return (
-            queryset.filter(Q(tx_hash__in={term, term.lower()}) | Q(to_address=term)),
-            False,
-        )
+        query = Q(tx_hash__in={term, term.lower()}) | Q(to_address=term)
+        prefix = hash_prefix(term)
+        if prefix:
+            query |= Q(pk__in=transfers_by_hash_prefix(prefix))
+        return queryset.filter(query), False
 
     @admin.display(description="order")
     def order(self, obj: Transfer) -> Any:
