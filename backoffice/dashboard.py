@@ -21,6 +21,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.reports import fee_income_days
 from backoffice.services import REVERSAL_REASON
 from ledger.services import account_balance
 from payouts.admin.support import (
@@ -30,6 +31,7 @@ from payouts.admin.support import (
     stuck_cutoffs,
     usd,
 )
+from payouts.formatting import amount_text
 from payouts.models import ACCUMULATION_STATES, ApprovalRequest, FundedOrder
 from payouts.services import runtime_settings_get
 
@@ -260,6 +262,99 @@ def _chart(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     }
 
 
+def _fees_chart(days: list[tuple[date, Decimal]], today: date) -> dict[str, Any]:
+    """Fee income per day (USDT, from the ledger) as inline SVG bars."""
+    width, height, top, bottom, left = 900, 120, 10, 20, 64
+    plot_h = height - top - bottom
+    slot = (width - left - 8) / max(1, len(days))
+    top_value = max([v for _d, v in days] + [Decimal("0.000001")])
+    reports = reverse("admin:reports")
+    bars = []
+    for i, (day, value) in enumerate(days):
+        bar_h = value / top_value * plot_h if value > 0 else Decimal(0)
+        bars.append(
+            {
+                "x": round(left + i * slot + slot * 0.12, 1),
+                "w": round(slot * 0.76, 1),
+                "y": round(top + plot_h - bar_h, 1),
+                "h": round(bar_h, 1),
+                "cx": round(left + i * slot + slot / 2, 1),
+                "label": day.strftime("%d %b") if i % 5 == 0 or day == today else "",
+                "title": f"{day:%a %d %b}: {amount_text(value, 'usdt')} USDT fee income",
+                "url": f"{reports}?report=fees&from={day}&to={day}",
+            }
+        )
+    total = sum((v for _d, v in days), Decimal(0))
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "bars": bars,
+        "axis_y": top + plot_h,
+        "label_y": height - 4,
+        "top": amount_text(top_value if total else Decimal(0), "usdt"),
+        "top_y": top,
+        "total": amount_text(total, "usdt"),
+        "url": f"{reports}?report=fees&from={days[0][0]}&to={today}" if days else reports,
+    }
+
+
+_OPEN_ALERTS_SQL = """
+SELECT id, kind, message, count(*) OVER () FROM backoffice_alert
+WHERE status = 'open' ORDER BY last_seen_at DESC LIMIT 5
+"""
+
+
+def _open_alerts() -> dict[str, Any]:
+    """Open alerts (few: one per incident), the newest five and how many, in one query."""
+    with connection.cursor() as cur:
+        cur.execute(_OPEN_ALERTS_SQL)
+        rows = cur.fetchall()
+    return {
+        "count": rows[0][3] if rows else 0,
+        "url": f"{_url('backoffice_alert_changelist')}?status__exact=open",
+        "latest": [
+            {"kind": kind, "message": message, "url": _url("backoffice_alert_change", pk)}
+            for pk, kind, message, _count in rows
+        ],
+    }
+
+
+# An open order whose last step failed and that waits for its retry: the signer or
+# ChangeNOW is failing now, before the order is old enough to count as stuck.
+_RETRYING_SQL = """
+SELECT 'batch', id, state, last_error_code, retry_count, next_attempt_at
+FROM batches_conversionbatch
+WHERE state IN ('reserved', 'exchange_created', 'funds_sent', 'converting')
+  AND retry_count > 0 AND last_error_code <> ''
+UNION ALL
+SELECT 'payout', id, state, last_error_code, retry_count, next_attempt_at
+FROM payouts_payout
+WHERE state IN ('reserved', 'exchange_created', 'funds_sent', 'converting')
+  AND retry_count > 0 AND last_error_code <> ''
+ORDER BY 5 DESC LIMIT 10
+"""
+
+
+def _retrying_orders() -> list[dict[str, Any]]:
+    with connection.cursor() as cur:
+        cur.execute(_RETRYING_SQL)
+        rows = cur.fetchall()
+    names = {"batch": "batches_conversionbatch_change", "payout": "payouts_payout_change"}
+    return [
+        {
+            "kind": kind,
+            "id": str(order_id)[:8],
+            "state": state,
+            "code": code,
+            "retries": retries,
+            "next": next_at,
+            "url": _url(names[kind], order_id),
+        }
+        for kind, order_id, state, code, retries, next_at in rows
+    ]
+
+
 def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     runtime = runtime_settings_get()
@@ -338,6 +433,8 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         chart_rows = cur.fetchall()
     day_before = today - timedelta(days=1)
     yesterday = next((r for r in chart_rows if r[0] == day_before), None)
+    today_row = next((r for r in chart_rows if r[0] == today), None)
+    fees_chart = _fees_chart(fee_income_days(days=CHART_DAYS, today=today), today)
 
     # 4. owed per client over threshold -----------------------------------------------------
     with connection.cursor() as cur:
@@ -428,6 +525,17 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         "owed_total": fmt_decimal(owed_total, 6),
         "owed_more": max(0, owed_clients - len(owed)),
         "chart": _chart(chart_rows),
+        "fees_chart": fees_chart,
+        "open_alerts": _open_alerts(),
+        "retrying": _retrying_orders(),
+        "today": {
+            "batches": today_row[1] if today_row else 0,
+            "payments": today_row[3] if today_row else 0,
+            "payouts": today_row[4] if today_row else 0,
+            "usd": usd(today_row[2] if today_row else 0),
+            "url": f"{batch_url}?{days_query(today, today)}",
+            "payouts_url": f"{payout_url}?{days_query(today, today)}",
+        },
         "yesterday": {
             "batches": yesterday[1] if yesterday else 0,
             "payments": yesterday[3] if yesterday else 0,

@@ -144,7 +144,8 @@ def test_it_renders_in_the_same_bounded_number_of_queries_whatever_the_data_size
     for state in ("needs_attention", "converting"):
         BatchFactory.create_batch(5, state=state)
     PayoutFactory.create_batch(5, state="reserved")
-    with django_assert_max_num_queries(13), CaptureQueriesContext(connection) as big:
+    # 13, plus fee income from the ledger, open alerts and orders retrying after errors.
+    with django_assert_max_num_queries(16), CaptureQueriesContext(connection) as big:
         assert as_viewer.get(INDEX).status_code == 200
     assert len(big.captured_queries) == len(small.captured_queries)
 
@@ -214,3 +215,37 @@ def test_finance_roles_get_no_link_to_django_q_pages_they_cannot_open(
     html = as_viewer.get(INDEX).content.decode()
     assert reverse("admin:django_q_failure_changelist") not in html
     assert 'data-figure="failed-tasks"' in html
+
+
+def test_today_open_alerts_and_orders_retrying_after_errors_are_on_the_dashboard(
+    as_viewer: HttpClient,
+) -> None:
+    from backoffice.operations import alert_raise
+
+    BatchFactory(state="reserved", row_count=3)
+    retrying = BatchFactory(
+        state="funds_sent", retry_count=2, last_error_code="server_error", last_error="503"
+    )
+    alert_raise(key="order_stuck:x", kind="order_stuck", message="batch x stuck in converting")
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "open-alerts") == "1"
+    assert "batch x stuck in converting" in html
+    assert figure(html, "retrying") == "1"
+    assert f'data-figure="retrying-{str(retrying.pk)[:8]}"' in html
+    assert "Today:" in html
+    alerts = re.search(r'href="([^"]+)"[^>]*data-figure="open-alerts"', html)
+    assert alerts is not None
+    listed = as_viewer.get(alerts.group(1).replace("&amp;", "&")).content.decode()
+    assert "order_stuck" in listed
+
+
+def test_the_fee_chart_totals_the_ledger_fee_income_of_the_last_30_days(
+    world: World, as_viewer: HttpClient
+) -> None:
+    from ledger.services import account_balance
+    from payouts.formatting import amount_text
+
+    html = as_viewer.get(INDEX).content.decode()
+    earned = account_balance("platform_fees", "usdt")
+    assert earned > 0
+    assert figure(html, "fees-30d") == f"{amount_text(earned, 'usdt')} USDT"
