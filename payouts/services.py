@@ -158,41 +158,72 @@ class ClientImportResult:
         return not self.errors
 
 
+class ClientInvalid(ValueError):
+    """Every problem of one client's fields, by field, in words a person can act on."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{name}: {text}" for name, text in self.errors.items()))
+
+
+CLIENT_LABELS = {
+    "reference": "Reference",
+    "name": "Name",
+    "payout_strategy": "Payout strategy",
+    "payout_threshold_usd": "Threshold",
+    "payout_currency": "Payout currency",
+    "payout_network": "Payout network",
+    "payout_address": "Payout address",
+}
+
+
+def _amount_or_none(text: str) -> Decimal | None:
+    try:
+        return to_decimal(text, field="amount")
+    except AmountError:
+        return None
+
+
 def client_validate(*, data: Mapping[str, str]) -> dict[str, Any]:
-    """Validate one client's fields (also its payout address); return the cleaned values or
-    raise ValueError naming the first problem. Currency and network are normalised
-    ("USDT"/"ERC20" -> "usdt"/"eth") and must be an active pair of ChangeNOW's list."""
+    """Validate one client's fields (its payout address too) and return the cleaned values,
+    or raise ClientInvalid with every problem found, by field. Currency and network are
+    normalised ("USDT"/"ERC20" -> "usdt"/"eth") and must be an active pair of ChangeNOW's
+    list."""
     from integrations.addresses import validate_address
     from payouts.currencies import (
+        CurrencyError,
         currency_catalogue_ensure,
         currency_normalise,
         currency_pair_check,
     )
 
+    errors: dict[str, str] = {}
     cleaned: dict[str, Any] = {}
     for name in CLIENT_CSV_REQUIRED:
         value = (data.get(name) or "").strip()
         if not value:
-            raise ValueError(f"{name} is required")
+            errors[name] = f"{CLIENT_LABELS[name]} is required"
         cleaned[name] = value
     reference = cleaned["reference"]
-    if ":" in reference or len(reference) > 64:
-        raise ValueError("reference must be at most 64 characters and contain no ':'")
+    if reference and (":" in reference or len(reference) > 64):
+        errors["reference"] = "Reference must be at most 64 characters and contain no ':'"
     strategy = cleaned["payout_strategy"].lower()
-    if strategy not in Client.Strategy.values:
-        raise ValueError(f"payout_strategy must be one of {', '.join(Client.Strategy.values)}")
     cleaned["payout_strategy"] = strategy
-    try:
-        threshold = to_decimal(cleaned["payout_threshold_usd"], field="payout_threshold_usd")
-    except AmountError as exc:
-        raise ValueError(str(exc)) from None
-    if strategy == "instant" and threshold != 0:
-        raise ValueError("instant clients have payout_threshold_usd 0")
-    if strategy == "threshold":
-        try:
-            check_positive(threshold, field="payout_threshold_usd", maximum=MAX_PAYMENT_USD)
-        except AmountError as exc:
-            raise ValueError(str(exc)) from None
+    if strategy and strategy not in Client.Strategy.values:
+        errors["payout_strategy"] = (
+            f"Payout strategy must be one of {', '.join(Client.Strategy.values)}, not {strategy!r}"
+        )
+    raw_threshold = cleaned["payout_threshold_usd"]
+    threshold = _amount_or_none(raw_threshold) if raw_threshold else None
+    if raw_threshold and threshold is None:
+        errors["payout_threshold_usd"] = f"Threshold must be a number of USD, not {raw_threshold!r}"
+    elif threshold is not None:
+        if strategy == "instant" and threshold != 0:
+            errors["payout_threshold_usd"] = "Instant clients have a threshold of 0"
+        elif strategy == "threshold" and threshold <= 0:
+            errors["payout_threshold_usd"] = "Threshold must be more than 0"
+        elif threshold > MAX_PAYMENT_USD:
+            errors["payout_threshold_usd"] = f"Threshold must be at most {MAX_PAYMENT_USD} USD"
     cleaned["payout_threshold_usd"] = threshold
     currency, network = currency_normalise(
         currency=cleaned["payout_currency"], network=cleaned["payout_network"]
@@ -200,23 +231,32 @@ def client_validate(*, data: Mapping[str, str]) -> dict[str, Any]:
     cleaned["payout_currency"], cleaned["payout_network"] = currency, network
     extra_id = (data.get("payout_extra_id") or "").strip()
     cleaned["payout_extra_id"] = extra_id
-    currency_catalogue_ensure(actor=Actor.system("currency catalogue"))
-    currency_pair_check(currency=currency, network=network, extra_id=extra_id)
     fee = (data.get("fee_percent") or "").strip()
+    cleaned["fee_percent"] = None
     if fee:
+        fee_value = _amount_or_none(fee)
+        if (
+            fee_value is None
+            or not Decimal(0) <= fee_value <= Decimal(100)
+            or fee_value.as_tuple().exponent < -4  # type: ignore[operator]
+        ):
+            errors["fee_percent"] = "Fee must be between 0 and 100 %, with at most 4 decimals"
+        else:
+            cleaned["fee_percent"] = fee_value
+    if currency and network:
         try:
-            fee_value = to_decimal(fee, field="fee_percent")
-        except AmountError as exc:
-            raise ValueError(str(exc)) from None
-        if not Decimal(0) <= fee_value <= Decimal(100) or fee_value.as_tuple().exponent < -4:  # type: ignore[operator]
-            raise ValueError("fee_percent must be between 0 and 100 with at most 4 decimals")
-        cleaned["fee_percent"] = fee_value
-    else:
-        cleaned["fee_percent"] = None
-    try:
-        validate_address(cleaned["payout_network"], cleaned["payout_address"], extra_id or None)
-    except ValueError as exc:
-        raise ValueError(f"payout_address: {exc}") from None
+            currency_catalogue_ensure(actor=Actor.system("currency catalogue"))
+            currency_pair_check(currency=currency, network=network, extra_id=extra_id)
+        except CurrencyError as exc:
+            field_name = "payout_extra_id" if "extra id" in str(exc) else "payout_currency"
+            errors[field_name] = str(exc)[:1].upper() + str(exc)[1:]
+    if network and cleaned["payout_address"] and "payout_address" not in errors:
+        try:
+            validate_address(network, cleaned["payout_address"], extra_id or None)
+        except ValueError as exc:
+            errors["payout_address"] = f"Payout address: {exc}"
+    if errors:
+        raise ClientInvalid(errors)
     return cleaned
 
 

@@ -44,6 +44,7 @@ from payouts.models import (
 )
 from payouts.services import (
     DESTINATION_FIELDS,
+    ClientInvalid,
     client_upsert,
     client_validate,
 )
@@ -117,11 +118,22 @@ class ClientForm(forms.ModelForm):
         }
         try:
             cleaned = client_validate(data=raw)
+        except ClientInvalid as exc:
+            # Every problem on its own field, all at once.
+            for name, text in exc.errors.items():
+                self.add_error(name if name in self.fields else None, text)
+            return data
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         cleaned["active"] = bool(data.get("active"))
         self.validated = cleaned
         return data
+
+    def _post_clean(self) -> None:
+        # `client_validate` checked what the table's constraints check, in words; Django's
+        # own pass would add the constraint names on top.
+        if not self.errors:
+            super()._post_clean()
 
 
 @admin.register(Client)

@@ -107,3 +107,26 @@ def test_the_client_list_shows_what_each_client_is_owed(
 ) -> None:
     page = as_viewer.get(reverse("admin:payouts_client_changelist")).content.decode()
     assert ">57.036000</a>" in page and ">28.518000</a>" in page
+
+
+def test_the_form_shows_every_problem_on_its_field_at_once_in_words(
+    as_approver: HttpClient, world: World
+) -> None:
+    page = reverse("admin:payouts_client_change", args=[world.alpha.pk])
+    response = as_approver.post(
+        page,
+        edit(
+            world.alpha,
+            payout_threshold_usd="-10",
+            payout_address="bc1qnotanaddress",
+            reason="two typos",
+        ),
+    )
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors["payout_threshold_usd"] == ["Threshold must be more than 0"]
+    assert form.errors["payout_address"][0].startswith("Payout address:")
+    html = response.content.decode()
+    assert "Constraint" not in html and "client_strategy_threshold" not in html
+    world.alpha.refresh_from_db()
+    assert world.alpha.payout_threshold_usd == 50

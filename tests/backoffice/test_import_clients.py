@@ -74,14 +74,14 @@ def test_a_monero_typo_on_one_line_imports_nothing_and_names_the_line(tmp_path: 
     ("line", "message"),
     [
         (f"e1,E,weekly,50,usdt,eth,{ETH},,\n", "payout_strategy"),
-        (f"e2,E,threshold,0,usdt,eth,{ETH},,\n", "not positive"),
-        (f"e3,E,instant,10,usdt,eth,{ETH},,\n", "instant"),
+        (f"e2,E,threshold,0,usdt,eth,{ETH},,\n", "Threshold must be more than 0"),
+        (f"e3,E,instant,10,usdt,eth,{ETH},,\n", "Instant clients have a threshold of 0"),
         (f"e4,E,threshold,NaN,usdt,eth,{ETH},,\n", "payout_threshold_usd"),
         (f"e5,E,threshold,50,usdt,eth,{ETH},,101\n", "fee_percent"),
         (f"e6,E,threshold,50,usdt,eth,{ETH.lower()[:-1]}X,,\n", "payout_address"),
         (f"e7,E,threshold,50,usdt,eth,{ETH.replace('aAeb', 'AAeb')},,\n", "payout_address"),
         (f"a:b,E,threshold,50,usdt,eth,{ETH},,\n", "reference"),
-        (",E,threshold,50,usdt,eth,{ETH},,\n", "reference is required"),
+        (",E,threshold,50,usdt,eth,{ETH},,\n", "Reference is required"),
         (f"acme,Again,threshold,50,usdt,eth,{ETH},,\n", "repeats line 2"),
     ],
 )
@@ -173,3 +173,11 @@ def test_a_currency_changenow_stopped_offering_is_refused(tmp_path: Path) -> Non
     Currency.objects.filter(ticker="btc").update(active=False)
     code, out = run(write(tmp_path, [f"bolt,Bolt GmbH,instant,0,btc,btc,{BTC},,\n"]))
     assert code == 1 and "no longer offers btc on btc" in out["errors"][0]["error"]
+
+
+def test_one_line_reports_all_of_its_problems_at_once(tmp_path: Path) -> None:
+    typo = XMR[:50] + ("A" if XMR[50] != "A" else "B") + XMR[51:]
+    code, out = run(write(tmp_path, [f"dyno,Dyno,threshold,-10,xmr,xmr,{typo},,\n"]))
+    assert code == 1
+    message = out["errors"][0]["error"]
+    assert "Threshold must be more than 0" in message and "Payout address" in message
