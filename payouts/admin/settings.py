@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -52,6 +52,41 @@ class RuntimeSettingsForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         plain_initial(self)
+
+    # (field, what it is called on the page, the least it may be, whether that least is allowed)
+    LIMITS: ClassVar[tuple[tuple[str, str, int, bool], ...]] = (
+        ("conversion_threshold_usd", "The conversion threshold", 0, False),
+        ("max_pending_age_minutes", "The maximum pending age", 0, False),
+        ("conversion_sweep_interval_seconds", "The conversion sweep interval", 0, False),
+        ("payout_sweep_interval_seconds", "The payout sweep interval", 0, False),
+        ("advance_interval_seconds", "The advance interval", 0, False),
+        ("confirmations", "Confirmations", 0, False),
+        ("stuck_broadcast_minutes", "The stuck-broadcast limit", 0, False),
+        ("max_fee_per_gas_gwei", "The fee ceiling", 0, False),
+        ("direct_payout_min_usdt", "The direct payout minimum", 0, True),
+        ("dual_control_over_usdt", "The dual-control limit", 0, True),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        """Each value checked on its own field, in words (the table's constraints say the
+        same, but by name)."""
+        data = super().clean()
+        for name, label, least, allowed in self.LIMITS:
+            value = data.get(name)
+            if value is None or name not in self.fields:
+                continue
+            if value < least or (value == least and not allowed):
+                self.add_error(
+                    name, f"{label} must be {'at least' if allowed else 'more than'} {least}"
+                )
+        fee = data.get("platform_fee_percent")
+        if fee is not None and not 0 <= fee <= 100:
+            self.add_error("platform_fee_percent", "The platform fee must be between 0 and 100 %")
+        return data
+
+    def _post_clean(self) -> None:
+        if not self.errors:  # the constraint names would only repeat the words above
+            super()._post_clean()
 
 
 @admin.register(RuntimeSettings)

@@ -103,3 +103,21 @@ def test_the_page_is_read_only_for_an_operator(as_operator: HttpClient, page: st
     assert 'name="conversion_threshold_usd"' not in html
     assert "Save settings" not in html
     assert as_operator.post(page, form_data(reason="x")).status_code == 403
+
+
+def test_invalid_values_are_explained_on_their_fields_in_words(
+    as_approver: HttpClient, page: str
+) -> None:
+    response = as_approver.post(
+        page,
+        form_data(conversion_threshold_usd="-5", platform_fee_percent="101", reason="typos"),
+    )
+    form = response.context["adminform"].form
+    assert form.errors["conversion_threshold_usd"] == [
+        "The conversion threshold must be more than 0"
+    ]
+    assert form.errors["platform_fee_percent"] == [
+        "The platform fee must be between 0 and 100 %"
+    ]
+    html = response.content.decode()
+    assert "Constraint" not in html and "settings_threshold_positive" not in html
