@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from integrations.assets import format_amount
 from integrations.errors import ProviderError
 from payouts import engine, sending
 from payouts.locks import order_lock
-from payouts.models import Transfer
+from payouts.models import ExchangeAttempt, Transfer
 from payouts.recovery import (
     FundsCheck,
     ProofError,
@@ -344,12 +345,31 @@ def order_sync(*, kind: str, order_id: object, actor: Actor) -> ActionResult:
             actor=actor,
             data={"from": result.from_state, "to": result.to_state, "note": result.note},
         )
-    said = f"ChangeNOW says {order.provider_status}" if order.provider_status else ""
     moved = (
         f"{result.from_state} → {result.to_state}" if result.moved else f"still {result.to_state}"
     )
-    detail = "; ".join(part for part in (said, moved, result.note) if part)
+    detail = "; ".join(part for part in (_provider_said(order), moved, result.note) if part)
     return ActionResult(str(order.pk), True, detail)
+
+
+def _provider_said(order: Any) -> str:
+    """What ChangeNOW reported for the order's current exchange, with its amounts, as stored
+    by the step that just polled it (one status source: the attempt)."""
+    if not order.exchange_id:
+        return ""
+    attempt = ExchangeAttempt.objects.filter(exchange_id=order.exchange_id).order_by("-id").first()
+    if attempt is None:
+        return f"ChangeNOW says {order.provider_status}" if order.provider_status else ""
+    parts = [f"ChangeNOW says {attempt.status} for exchange {attempt.exchange_id}"]
+    parts.append(f"{format_amount(attempt.amount_from)} {attempt.from_currency.upper()} in")
+    if attempt.amount_to is not None:
+        parts.append(f"{format_amount(attempt.amount_to)} {attempt.to_currency.upper()} out")
+    elif attempt.expected_amount_to is not None:
+        parts.append(
+            f"about {format_amount(attempt.expected_amount_to)} {attempt.to_currency.upper()} "
+            "expected out"
+        )
+    return ", ".join(parts)
 
 
 def order_retry(*, kind: str, order_id: object, actor: Actor, reason: str) -> ActionResult:

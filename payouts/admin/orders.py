@@ -283,6 +283,11 @@ class FundedOrderAdmin(ReadOnlyAdmin):
 
     def page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
         stuck = bool(getattr(obj, "is_stuck", False))
+        attempts = self.attempts(obj)
+        # One status source on the page: the current exchange's attempt, as the attempts
+        # table below shows it (the order's own copy can lag a poll behind).
+        current = next((a for a in reversed(attempts) if a.exchange_id == obj.exchange_id), None)
+        status = (current.status if current and obj.exchange_id else obj.provider_status) or "—"
         facts: list[tuple[str, Any]] = [
             (
                 "state",
@@ -297,7 +302,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
                 if obj.exchange_id
                 else "none created yet",
             ),
-            ("ChangeNOW status", obj.provider_status or "—"),
+            ("ChangeNOW status", status),
             ("pays into", address_link(obj.payin_address) if obj.payin_address else "—"),
             ("created", obj.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ]
@@ -337,7 +342,7 @@ class FundedOrderAdmin(ReadOnlyAdmin):
             "money": facts,
             "rows_by_state": self.rows_by_state(obj),
             "rows_url": f"{admin_url(Accumulation)}?{self.link_field}__id__exact={obj.pk}",
-            "attempts": self.attempts(obj),
+            "attempts": attempts,
             "transfers": self.transfers(obj),
             "timeline": audit_timeline(self.object_type, obj.pk),
             "timeline_url": audit_url(self.object_type, obj.pk),

@@ -137,6 +137,19 @@ def test_sync_of_an_order_needing_attention_only_records_the_status(providers: C
     assert AuditEvent.objects.filter(object_id=str(batch.pk), kind="synced").exists()
 
 
+def test_sync_reports_what_changenow_said_with_its_amounts(providers: Control) -> None:
+    from integrations.assets import format_amount
+
+    batch = sent_batch(providers)
+    providers.script(batch.exchange_id, outcome="stuck", status="exchanging")
+    providers.advance(30)
+    result = order_sync(kind="batch", order_id=batch.pk, actor=OPS)
+    assert f"ChangeNOW says exchanging for exchange {batch.exchange_id}" in result.detail
+    assert f"{format_amount(batch.eth_total)} ETH in" in result.detail
+    assert "USDT" in result.detail  # what it expects to pay out
+    assert "converting" in result.detail  # what changed here (or that nothing did)
+
+
 def test_the_shell_commands_apply_the_same_rules(providers: Control) -> None:
     batch = new_batch()
     out = io.StringIO()
