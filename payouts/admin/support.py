@@ -35,6 +35,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from payouts.formatting import amount_display, amount_text
+
 # --- formatting ---------------------------------------------------------------------------
 
 EXPLORER_TX_URL = "https://etherscan.io/tx/{}"
@@ -42,28 +44,29 @@ EXPLORER_ADDRESS_URL = "https://etherscan.io/address/{}"
 
 
 def fmt_decimal(value: Decimal | int | None, places: int | None = None) -> str:
-    """Thousands separators; `places` fixed decimals, or exact without trailing zeros."""
+    """The one amount rule (`payouts.formatting`): 2 places are USD, 6 USDT, none given
+    means a coin amount (up to 8 decimals shown)."""
     if value is None:
         return "—"
-    value = Decimal(value)
-    if places is not None:
-        return f"{value.quantize(Decimal(1).scaleb(-places)):,.{places}f}"
-    text = format(value.normalize(), "f") if value != value.to_integral_value() else f"{value:.0f}"
-    whole, _, frac = text.partition(".")
-    whole = f"{int(whole):,}" if whole not in ("", "-0") else whole
-    return f"{whole}.{frac}" if frac else whole
+    return amount_text(value, {2: "usd", 6: "usdt"}.get(places, "" if places else "eth"))
 
 
 def usd(value: Decimal | int | None) -> str:
-    return "—" if value is None else f"${fmt_decimal(value, 2)}"
+    return "—" if value is None else f"${amount_text(value, 'usd')}"
 
 
 def usdt(value: Decimal | int | None) -> str:
-    return "—" if value is None else f"{fmt_decimal(value, 6)} USDT"
+    return "—" if value is None else f"{amount_text(value, 'usdt')} USDT"
 
 
-def eth(value: Decimal | int | None) -> str:
-    return "—" if value is None else f"{fmt_decimal(value)} ETH"
+def eth(value: Decimal | int | None) -> Any:
+    """'0.05 ETH'; when the 8 decimals shown round the amount, all 18 are on hover."""
+    if value is None:
+        return "—"
+    shown = amount_display(value, "eth")
+    if not shown["rounded"]:
+        return f"{shown['text']} ETH"
+    return format_html('<span title="{} ETH">{} ETH</span>', shown["full"], shown["text"])
 
 
 def percent(value: Decimal | None) -> str:

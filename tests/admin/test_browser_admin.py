@@ -36,8 +36,8 @@ def test_the_dashboard_shows_the_figures_of_known_data(
     BatchFactory(state="needs_attention")
     page = login(viewer)
     assert page.inner_text('[data-figure="pending-usd"]') == "$14.20"
-    assert page.inner_text('[data-figure="money-converted-usdt"]') == "85.554000"
-    assert page.inner_text('[data-figure="platform-usdt"]') == "2.646000"
+    assert page.inner_text('[data-figure="money-converted-usdt"]') == "85.554"
+    assert page.inner_text('[data-figure="platform-usdt"]') == "2.646"
     attention = page.locator('[data-figure="attention-batches"]')
     assert attention.inner_text().startswith("1") and "bad" in attention.get_attribute("class")
     page.click('[data-figure="pending-usd"]')

@@ -42,8 +42,8 @@ def test_it_shows_money_per_state_and_the_platform_share_of_known_data(
     # 88.2 USDT for 0.03 ETH at a 3 % fee: each 0.01 ETH row gets 28.518, the platform 2.646.
     assert figure(html, "money-converted-count") == "3"
     assert figure(html, "money-converted-eth") == "0.03"
-    assert figure(html, "money-converted-usdt") == "85.554000"
-    assert figure(html, "platform-usdt") == "2.646000"
+    assert figure(html, "money-converted-usdt") == "85.554"
+    assert figure(html, "platform-usdt") == "2.646"
     assert figure(html, "money-pending-eth") == "0.005"
     assert figure(html, "batches-completed") == "1"
 
@@ -54,10 +54,10 @@ def test_it_lists_converted_usdt_owed_to_clients_at_their_threshold(
     under = ClientFactory(reference="gamma", payout_threshold_usd=1000)
     credit(under)
     html = as_viewer.get(INDEX).content.decode()
-    assert figure(html, "owed-alpha") == "57.036000"  # two rows, threshold $50 reached
-    assert figure(html, "owed-beta") == "28.518000"  # instant
+    assert figure(html, "owed-alpha") == "57.036"  # two rows, threshold $50 reached
+    assert figure(html, "owed-beta") == "28.518"  # instant
     assert 'data-figure="owed-gamma"' not in html  # pending only, and under its threshold
-    assert figure(html, "owed-total") == "2 clients, 85.554000 USDT"
+    assert figure(html, "owed-total") == "2 clients, 85.554 USDT"
 
 
 def test_it_counts_orders_needing_attention_and_stuck_ones_in_red_with_links(

@@ -187,9 +187,9 @@ def test_the_batch_page_explains_the_batch(traced: World, as_viewer: HttpClient)
         reverse("admin:batches_conversionbatch_change", args=[traced.completed.pk])
     ).content.decode()
     # distribution: clients' shares and the platform's add up to what was received
-    assert "85.554000 (clients) + 2.646000 (platform) = 88.200000 USDT received" in page
+    assert "85.554 (clients) + 2.646 (platform) = 88.20 USDT received" in page
     assert "balanced" in page
-    assert "57.036000" in page and "28.518000" in page
+    assert "57.036" in page and "28.518" in page
     # exchange attempts with their status history, the transfer with an explorer link
     assert "exchanging <span" in page and "2026-01-05 10:09:00" in page
     assert f'href="https://etherscan.io/tx/{TX}"' in page
@@ -204,8 +204,8 @@ def test_the_payment_page_says_where_the_money_is(traced: World, as_viewer: Http
     page = as_viewer.get(
         reverse("admin:payouts_accumulation_change", args=[converted.pk])
     ).content.decode()
-    assert "0.01 ETH → 28.518000 USDT" in page
-    assert "Waiting for the client's payout: balance 57.036000 USDT of a $50.00 threshold" in page
+    assert "0.01 ETH → 28.518 USDT" in page
+    assert "Waiting for the client's payout: balance 57.036 USDT of a $50.00 threshold" in page
 
 
 def test_the_audit_list_filters_by_object(traced: World, as_viewer: HttpClient) -> None:

@@ -116,8 +116,6 @@ def test_invalid_values_are_explained_on_their_fields_in_words(
     assert form.errors["conversion_threshold_usd"] == [
         "The conversion threshold must be more than 0"
     ]
-    assert form.errors["platform_fee_percent"] == [
-        "The platform fee must be between 0 and 100 %"
-    ]
+    assert form.errors["platform_fee_percent"] == ["The platform fee must be between 0 and 100 %"]
     html = response.content.decode()
     assert "Constraint" not in html and "settings_threshold_positive" not in html
