@@ -76,7 +76,8 @@ browser:
 	fi; \
 	test -x "$(CHROMIUM_PATH)" || { echo "ERROR: chromium still missing at $(CHROMIUM_PATH)" >&2; exit 1; }
 
-# Dashboard and batch page screenshots with realistic data, for a reviewer: artifacts/*.png.
+# Dashboard, batch page, fee report and client statement screenshots with realistic data,
+# for a reviewer: artifacts/*.png.
 screenshots: install browser
 	SCREENSHOTS_DIR=$(CURDIR)/artifacts $(PY) -m pytest tests/admin/test_browser_screenshots.py -q
 	@ls -1 $(CURDIR)/artifacts/*.png

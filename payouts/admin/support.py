@@ -135,13 +135,30 @@ def state_badge(state: str, *, stuck: bool = False) -> SafeString:
     return format_html('<span class="bo-state bo-{}">{}</span>', tone, label)
 
 
+def _short(value: str) -> str:
+    """0x3a9c3a9c…9c3a9c: enough to recognise and to search by (8+ characters)."""
+    return value if len(value) <= 20 else f"{value[:10]}…{value[-6:]}"
+
+
+def _copy_button(value: str) -> SafeString:
+    return format_html(
+        '<button type="button" class="bo-copy" data-copy="{}" title="Copy {}">copy</button>',
+        value,
+        value,
+    )
+
+
 def tx_link(tx_hash: str) -> SafeString | str:
+    """A transaction hash shortened, whole on hover, with a copy button."""
     if not tx_hash:
         return "—"
     return format_html(
-        '<a class="bo-mono" href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+        '<a class="bo-mono" href="{}" target="_blank" rel="noopener noreferrer" title="{}">'
+        "{}</a> {}",
         EXPLORER_TX_URL.format(tx_hash),
         tx_hash,
+        _short(tx_hash),
+        _copy_button(tx_hash),
     )
 
 
@@ -149,11 +166,19 @@ def address_link(address: str, network: str = "eth") -> SafeString | str:
     if not address:
         return "—"
     if network.lower() != "eth":
-        return format_html('<span class="bo-mono">{}</span>', address)
+        return format_html(
+            '<span class="bo-mono" title="{}">{}</span> {}',
+            address,
+            _short(address),
+            _copy_button(address),
+        )
     return format_html(
-        '<a class="bo-mono" href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+        '<a class="bo-mono" href="{}" target="_blank" rel="noopener noreferrer" title="{}">'
+        "{}</a> {}",
         EXPLORER_ADDRESS_URL.format(address),
         address,
+        _short(address),
+        _copy_button(address),
     )
 
 

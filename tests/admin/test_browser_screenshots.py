@@ -1,6 +1,6 @@
-"""Screenshots of the dashboard and a batch page with realistic data, for a reviewer to look
-at (`make screenshots` writes them to artifacts/); as a test, it checks both pages render
-in the browser into non-trivial images."""
+"""Screenshots of the dashboard, a batch page, the fee report and a client statement with
+realistic data, for a reviewer to look at (`make screenshots` writes them to artifacts/); as
+a test, it checks each page renders in the browser into a non-trivial image."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def a_working_week() -> ConversionBatch:
     return ConversionBatch.objects.get(pk=batch.pk)
 
 
-def test_it_writes_screenshots_of_the_dashboard_and_a_batch_page(
+def test_it_writes_screenshots_of_the_dashboard_batch_reports_and_a_statement(
     login: Any, approver: User, live_server: Any, tmp_path: Path
 ) -> None:
     batch = a_working_week()
@@ -138,6 +138,14 @@ def test_it_writes_screenshots_of_the_dashboard_and_a_batch_page(
     page.screenshot(path=str(out / "batch.png"), full_page=True)
     page.goto(f"{live_server.url}/admin/batches/conversionbatch/")
     page.screenshot(path=str(out / "batches.png"), full_page=True)
-    for name in ("dashboard.png", "batch.png", "batches.png"):
+    today = timezone.now().date()
+    month = f"from={today - timedelta(days=29)}&to={today}"
+    page.goto(f"{live_server.url}/admin/reports/?report=fees&{month}")
+    page.wait_for_selector("#report")
+    page.screenshot(path=str(out / "reports.png"), full_page=True)
+    page.goto(f"{live_server.url}/admin/reports/?report=statement&{month}&client=demo-books")
+    page.wait_for_selector("#report")
+    page.screenshot(path=str(out / "statement.png"), full_page=True)
+    for name in ("dashboard.png", "batch.png", "batches.png", "reports.png", "statement.png"):
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000, name
