@@ -302,8 +302,8 @@ def _alert_above_maximum(*, rows: int, eth: Decimal, maximum: Decimal) -> None:
         key="sweep:above_exchange_maximum",
         kind="above_exchange_maximum",
         message=f"{rows} pending payment(s) of {format_amount(eth)} ETH in all are each above "
-        f"ChangeNOW's maximum of {format_amount(maximum)} ETH for eth->usdt: no batch can carry them; they stay pending until the "
-        "maximum allows them or a person decides",
+        f"ChangeNOW's maximum of {format_amount(maximum)} ETH for eth->usdt: no batch can "
+        "carry them; they stay pending until the maximum allows them or a person decides",
     )
 
 
