@@ -536,6 +536,7 @@ class PayoutAdmin(FundedOrderAdmin):
         ClientReferenceFilter,
         "currency",
         ("created_at", DATE_FILTER),
+        ("completed_at", DATE_FILTER),
     )
     export_columns = (
         ("payout_id", "id"),

@@ -120,7 +120,8 @@ class RuntimeSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Kill switches", {"fields": ("conversions_paused", "payouts_paused")}),
+        # The kill switches are the section above the form (pause at once, resume with a
+        # second approver), not checkboxes here as well.
         ("Why", {"fields": ("reason",)}),
     )
 

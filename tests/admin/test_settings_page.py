@@ -119,3 +119,15 @@ def test_invalid_values_are_explained_on_their_fields_in_words(
     assert form.errors["platform_fee_percent"] == ["The platform fee must be between 0 and 100 %"]
     html = response.content.decode()
     assert "Constraint" not in html and "settings_threshold_positive" not in html
+
+
+def test_the_kill_switches_appear_once_and_the_form_cannot_flip_them(
+    as_approver: HttpClient, page: str
+) -> None:
+    html = as_approver.get(page).content.decode()
+    assert html.count("Kill switches") == 1
+    assert 'name="conversions_paused"' not in html
+    data = form_data(reason="forged", conversions_paused="on", payouts_paused="on")
+    as_approver.post(page, data)
+    row = RuntimeSettings.objects.get()
+    assert not row.conversions_paused and not row.payouts_paused
