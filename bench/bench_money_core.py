@@ -68,6 +68,63 @@ def provider_read_seconds(count: int) -> float:
         server.stop()
 
 
+class PlainBaseline:
+    """What the database itself needs for each bulk move: the same statement shape on a copy
+    of the accumulations (same columns and rows, a primary key only), in the same run."""
+
+    def __init__(self, connection: object) -> None:
+        self.connection = connection
+
+    def _timed(self, sql: str, params: dict[str, object] | None = None) -> float:
+        from django.db import transaction
+
+        t = time.perf_counter()
+        with transaction.atomic(), self.connection.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(sql, params or {})
+            cur.fetchall()
+        return time.perf_counter() - t
+
+    def copy(self) -> None:
+        with self.connection.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute("DROP TABLE IF EXISTS bench_plain")
+            cur.execute("CREATE TABLE bench_plain AS SELECT * FROM payouts_accumulation")
+            cur.execute("ALTER TABLE bench_plain ADD PRIMARY KEY (id)")
+            cur.execute("VACUUM ANALYZE bench_plain")
+
+    def sweep(self) -> float:
+        return self._timed(
+            "UPDATE bench_plain SET state = 'converting', batch_id = gen_random_uuid(), "
+            "state_changed_at = now() WHERE state = 'pending' RETURNING eth, usd"
+        )
+
+    def distribute(self, *, amount_micro: int) -> float:
+        with self.connection.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute("SELECT sum(eth) FROM bench_plain WHERE state = 'converting'")
+            (total,) = cur.fetchone()
+        return self._timed(
+            """
+            UPDATE bench_plain AS a
+            SET usdt = div(%(amount)s::numeric * (a.eth * 1000000000000000000)
+                           * ((100 - a.fee_percent) * 10000),
+                           %(total)s::numeric * 1000000000000000000 * 1000000) * 0.000001,
+                state = 'converted', state_changed_at = now()
+            WHERE a.state = 'converting'
+            RETURNING a.client_id, a.eth, a.usdt
+            """,
+            {"amount": amount_micro, "total": total},
+        )
+
+    def reserve_payouts(self) -> float:
+        return self._timed(
+            "UPDATE bench_plain SET state = 'paying', payout_id = gen_random_uuid(), "
+            "state_changed_at = now() WHERE state = 'converted' RETURNING usdt"
+        )
+
+    def drop(self) -> None:
+        with self.connection.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute("DROP TABLE IF EXISTS bench_plain")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -153,12 +210,20 @@ def main() -> int:
         cur.execute("VACUUM ANALYZE payouts_accumulation")
     print(f"seed:          {seed_s:8.2f} s")
 
+    plain = PlainBaseline(connection)
+    plain.copy()  # the same rows, same width, a primary key only
+    plain_sweep_s = plain.sweep()
+
     rss0 = peak_rss_mb()
     t = time.perf_counter()
     result = batch_sweep(actor=actor)
     sweep_s = time.perf_counter() - t
     assert result.created and result.rows == args.rows, result
-    print(f"sweep:         {sweep_s:8.2f} s  ({result.rows:,} rows, {result.eth} ETH)")
+    print(
+        f"sweep:         {sweep_s:8.2f} s  ({result.rows:,} rows, {result.eth} ETH); plain "
+        f"UPDATE ... RETURNING {plain_sweep_s:.2f} s -> {sweep_s / plain_sweep_s:.2f}x "
+        "(target <= 2.5x)"
+    )
 
     to_converting(result.batch_id)
     amount = (result.usd * Decimal("0.985")).quantize(Decimal("0.0000001"))
@@ -173,10 +238,26 @@ def main() -> int:
             [result.batch_id],
         )
         (legs,) = cur.fetchone()
+    plain_dist_s = plain.distribute(amount_micro=int(dist.usdt_received.scaleb(6)))
     print(
         f"distribution:  {dist_s:8.2f} s  ({dist.usdt_received} USDT; its ledger posting: "
-        f"{legs:,} legs, commit and balance check included)"
+        f"{legs:,} legs, commit and balance check included); plain UPDATE ... FROM computing "
+        f"the shares {plain_dist_s:.2f} s -> {dist_s / plain_dist_s:.2f}x (target <= 2.5x)"
     )
+    from payouts.limits import PairRange
+    from payouts.payout_sweep import payout_sweep
+
+    plain_pay_s = plain.reserve_payouts()
+    t = time.perf_counter()
+    swept = payout_sweep(actor=actor, range_for=lambda _c, _n: PairRange(Decimal(0), None))
+    pay_s = time.perf_counter() - t
+    paying = sum(p["rows"] for p in swept.payouts)
+    print(
+        f"payout reservation: {pay_s:6.2f} s  ({swept.created:,} payouts, {paying:,} rows, one "
+        f"statement per client, reasons kept for all); plain UPDATE ... RETURNING of the "
+        f"converted rows {plain_pay_s:.2f} s -> {pay_s / plain_pay_s:.2f}x (target <= 2.5x)"
+    )
+    plain.drop()
     print(f"peak RSS:      {peak_rss_mb():8.1f} MB (before the set-based steps: {rss0:.1f} MB)")
     t = time.perf_counter()
     breaches = reconcile_breaches()
