@@ -361,6 +361,29 @@ def _needs_attention(
 # reserved ---------------------------------------------------------------------------------
 
 
+def _outside_range(kind: OrderKind, order: Any, spec: Any, limits: Any, actor: Actor) -> str:
+    """Release an order ChangeNOW would refuse for its amount (checked before any exchange
+    exists, so nothing left); '' when the amount is within the pair's range."""
+    amount, asset = spec.amount_from, spec.from_currency
+    if amount < limits.minimum:
+        code, bound = "below_minimum", limits.minimum
+        why = (
+            f"{amount} {asset} is below ChangeNOW's minimum {bound}: rows released to wait for more"
+        )
+    elif limits.maximum is not None and amount > limits.maximum:
+        code, bound = "above_maximum", limits.maximum
+        why = (
+            f"{amount} {asset} is above ChangeNOW's maximum {bound}: rows released; the next "
+            "sweep splits them within the range"
+        )
+    else:
+        return ""
+    kind.release_and_close(order_id=order.pk, to_state="failed", actor=actor, reason=why)
+    side = "minimum" if code == "below_minimum" else "maximum"
+    _set_error(kind, order.pk, code, f"{code.split('_')[0]} the exchange {side} {bound}")
+    return f"failed: {code}"
+
+
 def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
     if kind.name == "payout":
         from payouts.approvals import payout_release_held
@@ -378,26 +401,9 @@ def _step_reserved(kind: OrderKind, order: Any, actor: Actor) -> str:
         "to_network": spec.to_network,
     }
     limits = exchange_range(**pair)
-    if spec.amount_from < limits.minimum:
-        kind.release_and_close(
-            order_id=order.pk,
-            to_state="failed",
-            actor=actor,
-            reason=f"{spec.amount_from} {spec.from_currency} is below ChangeNOW's minimum "
-            f"{limits.minimum}: rows released to wait for more",
-        )
-        _set_error(kind, order.pk, "below_minimum", f"below the exchange minimum {limits.minimum}")
-        return "failed: below_minimum"
-    if limits.maximum is not None and spec.amount_from > limits.maximum:
-        kind.release_and_close(
-            order_id=order.pk,
-            to_state="failed",
-            actor=actor,
-            reason=f"{spec.amount_from} {spec.from_currency} is above ChangeNOW's maximum "
-            f"{limits.maximum}: rows released; the next sweep splits them within the range",
-        )
-        _set_error(kind, order.pk, "above_maximum", f"above the exchange maximum {limits.maximum}")
-        return "failed: above_maximum"
+    refused = _outside_range(kind, order, spec, limits, actor)
+    if refused:
+        return refused
     field = kind.link_field
     attempt = ExchangeAttempt.objects.create(
         **{field: order},
