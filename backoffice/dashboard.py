@@ -262,6 +262,19 @@ def _chart(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     }
 
 
+def _day_figures(chart_rows: list[tuple[Any, ...]], day: date) -> dict[str, Any]:
+    """One day's line of the chart (batches, USD, payments, payouts) with links to its lists."""
+    row = next((r for r in chart_rows if r[0] == day), None)
+    return {
+        "batches": row[1] if row else 0,
+        "payments": row[3] if row else 0,
+        "payouts": row[4] if row else 0,
+        "usd": usd(row[2] if row else 0),
+        "url": f"{_url('batches_conversionbatch_changelist')}?{days_query(day, day)}",
+        "payouts_url": f"{_url('payouts_payout_changelist')}?{days_query(day, day)}",
+    }
+
+
 def _fees_chart(days: list[tuple[date, Decimal]], today: date) -> dict[str, Any]:
     """Fee income per day (USDT, from the ledger) as inline SVG bars."""
     width, height, top, bottom, left = 900, 120, 10, 20, 64
@@ -432,8 +445,6 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         cur.execute(_CHART_SQL, {"start": start, "today": today})
         chart_rows = cur.fetchall()
     day_before = today - timedelta(days=1)
-    yesterday = next((r for r in chart_rows if r[0] == day_before), None)
-    today_row = next((r for r in chart_rows if r[0] == today), None)
     fees_chart = _fees_chart(fee_income_days(days=CHART_DAYS, today=today), today)
 
     # 4. owed per client over threshold -----------------------------------------------------
@@ -528,22 +539,8 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         "fees_chart": fees_chart,
         "open_alerts": _open_alerts(),
         "retrying": _retrying_orders(),
-        "today": {
-            "batches": today_row[1] if today_row else 0,
-            "payments": today_row[3] if today_row else 0,
-            "payouts": today_row[4] if today_row else 0,
-            "usd": usd(today_row[2] if today_row else 0),
-            "url": f"{batch_url}?{days_query(today, today)}",
-            "payouts_url": f"{payout_url}?{days_query(today, today)}",
-        },
-        "yesterday": {
-            "batches": yesterday[1] if yesterday else 0,
-            "payments": yesterday[3] if yesterday else 0,
-            "payouts": yesterday[4] if yesterday else 0,
-            "usd": usd(yesterday[2] if yesterday else 0),
-            "url": f"{batch_url}?{days_query(day_before, day_before)}",
-            "payouts_url": f"{payout_url}?{days_query(day_before, day_before)}",
-        },
+        "today": _day_figures(chart_rows, today),
+        "yesterday": _day_figures(chart_rows, day_before),
         "jobs": jobs,
         "failures": failures,
         "pause": {

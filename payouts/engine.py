@@ -366,21 +366,18 @@ def _outside_range(kind: OrderKind, order: Any, spec: Any, limits: Any, actor: A
     exists, so nothing left); '' when the amount is within the pair's range."""
     amount, asset = spec.amount_from, spec.from_currency
     if amount < limits.minimum:
-        code, bound = "below_minimum", limits.minimum
-        why = (
-            f"{amount} {asset} is below ChangeNOW's minimum {bound}: rows released to wait for more"
-        )
+        code, short = "below_minimum", f"below the exchange minimum {limits.minimum}"
+        why = f"{amount} {asset} is below ChangeNOW's minimum {limits.minimum}: rows released"
     elif limits.maximum is not None and amount > limits.maximum:
-        code, bound = "above_maximum", limits.maximum
+        code, short = "above_maximum", f"above the exchange maximum {limits.maximum}"
         why = (
-            f"{amount} {asset} is above ChangeNOW's maximum {bound}: rows released; the next "
-            "sweep splits them within the range"
+            f"{amount} {asset} is above ChangeNOW's maximum {limits.maximum}: rows released; "
+            "the next sweep splits them within the range"
         )
     else:
         return ""
     kind.release_and_close(order_id=order.pk, to_state="failed", actor=actor, reason=why)
-    side = "minimum" if code == "below_minimum" else "maximum"
-    _set_error(kind, order.pk, code, f"{code.split('_')[0]} the exchange {side} {bound}")
+    _set_error(kind, order.pk, code, short)
     return f"failed: {code}"
 
 
