@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint fmt bench bench-intake bench-admin demo-payments test-e2e db-start db-stop clean tools browser screenshots
+.PHONY: run test install lint fmt bench bench-intake bench-admin bench-pipeline demo-payments test-e2e db-start db-stop clean tools browser screenshots
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ screenshots: install browser
 # (`BENCH_ARGS=--reuse` keeps the loaded database between runs).
 bench-admin: install
 	$(PY) bench/bench_admin.py $(BENCH_ARGS)
+
+# The whole system of processes under 200 IPN/s for 10 minutes (bench/bench_pipeline.py).
+bench-pipeline: install
+	$(PY) bench/bench_pipeline.py $(BENCH_ARGS)
 
 clean: db-stop
 	rm -rf .data $(VENV) .tools

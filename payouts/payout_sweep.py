@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from integrations.assets import format_amount
 from payouts.currencies import currency_pair_states
@@ -74,21 +75,60 @@ HAVING sum(a.usdt) > 0
 ORDER BY c.id
 """
 
-_MOVE_SQL = """
-WITH moved AS (
-    UPDATE payouts_accumulation
-    SET state = 'paying', payout_id = %(payout_id)s, state_changed_at = now()
-    WHERE client_id = %(client_id)s AND state = 'converted'
-    RETURNING usdt
+# Every client paid whole this run, in one statement: their converted rows move to a
+# payout each, the payouts are inserted with the totals of what moved (the foreign key from
+# the rows is checked at commit) and with the destination of the locked client row, and each
+# gets its audit event. The query count does not depend on the number of clients or rows.
+_RESERVE_WHOLE_SQL = """
+WITH plan AS (
+    SELECT * FROM unnest(%(client_ids)s::bigint[], %(payout_ids)s::uuid[]) AS p(client_id, id)
+), moved AS (
+    UPDATE payouts_accumulation AS a
+    SET state = 'paying', payout_id = plan.id, state_changed_at = %(now)s
+    FROM plan
+    WHERE a.client_id = plan.client_id AND a.state = 'converted'
+    RETURNING a.client_id, a.payout_id, a.usdt
 ), totals AS (
-    SELECT count(*) AS n, sum(usdt) AS usdt FROM moved
+    SELECT payout_id, client_id, count(*) AS n, sum(usdt) AS usdt FROM moved
+    GROUP BY payout_id, client_id
+), made AS (
+    INSERT INTO payouts_payout (
+        id, client_id, state, row_count, usdt_amount, currency, network, address, extra_id,
+        exchange_id, payin_address, payin_extra_id, provider_status, last_error,
+        last_error_code, retry_count, created_at, state_changed_at
+    )
+    SELECT t.payout_id, c.id, 'reserved', t.n, t.usdt, c.payout_currency, c.payout_network,
+           c.payout_address, c.payout_extra_id, '', '', '', '', '', '', 0, %(now)s, %(now)s
+    FROM totals t JOIN payouts_client c ON c.id = t.client_id
+    RETURNING id, client_id, row_count, usdt_amount, currency, network, address
+), audit AS (
+    INSERT INTO payouts_auditevent (
+        object_type, object_id, kind, from_state, to_state, actor, user_id, reason, data,
+        created_at
+    )
+    SELECT 'payout', m.id::text, 'created', '', 'reserved', %(actor)s, %(user_id)s::bigint,
+           'payout sweep',
+           jsonb_build_object(
+               'client', c.reference, 'rows', m.row_count, 'usdt', m.usdt_amount::text,
+               'destination', m.currency || '/' || m.network || ' ' || m.address,
+               'accumulations', 'converted -> paying'
+           ),
+           %(now)s
+    FROM made m JOIN payouts_client c ON c.id = m.client_id
 )
-UPDATE payouts_payout AS p
-SET row_count = totals.n, usdt_amount = totals.usdt
-FROM totals
-WHERE p.id = %(payout_id)s AND totals.n > 0 AND totals.usdt > 0
-RETURNING p.row_count, p.usdt_amount
+SELECT m.id, m.client_id, m.row_count, m.usdt_amount FROM made m
 """
+
+# Their client rows, locked first in a fixed order: a destination edited meanwhile waits
+# for the sweep's commit, and the payout takes the destination the row holds now.
+_LOCK_CLIENTS_SQL = """
+SELECT id FROM payouts_client WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+# A sweep that created more payouts than this asks a worker to advance each of the first
+# ones at once; the rest are taken by the engine's schedule (`advance_open_orders`), which
+# walks every open order, so a large sweep does not flood the queue with one task each.
+FOLLOWUPS_PER_SWEEP = 200
 
 # The client's oldest converted rows whose running total stays within the maximum; the
 # payout gets their totals, or none (and the caller rolls back) below the minimum.
@@ -241,6 +281,8 @@ def _sweep_locked(
     refused = _refused_destinations([c.client_id for c in candidates])
     pairs = currency_pair_states()
     ranges: dict[tuple[str, str], PairRange | None] = {}
+    whole: list[_Candidate] = []  # paid whole, all in one statement after the loop
+    made_for: dict[int, list[tuple[uuid.UUID, int, Decimal]]] = {}
     for c in candidates:
         if not c.active:
             reasons.skip(c, "inactive", "the client is inactive", "inactive")
@@ -315,36 +357,44 @@ def _sweep_locked(
             )
             continue
         if top is None or c.usdt <= top:
-            made = [_reserve_all(c, actor)]
+            whole.append(c)
+            continue
+        made = _reserve(c, limits, actor)
+        if made:
+            reasons.keep(
+                c,
+                "split",
+                f"{format_amount(c.usdt)} USDT is above ChangeNOW's maximum of "
+                f"{format_amount(top)}: split into {len(made)} payouts",
+            )
         else:
-            made = _reserve(c, limits, actor)
-            if made:
-                reasons.keep(
-                    c,
-                    "split",
-                    f"{format_amount(c.usdt)} USDT is above ChangeNOW's maximum of "
-                    f"{format_amount(top)}: split into {len(made)} payouts",
-                )
-            else:
-                reasons.skip(
-                    c,
-                    "range_unusable",
-                    f"no part of {format_amount(c.usdt)} USDT fits ChangeNOW's range "
-                    f"{limits.describe('USDT')}: a person decides",
-                    "range_unusable",
-                )
-        for payout_id, rows, usdt in made:
+            reasons.skip(
+                c,
+                "range_unusable",
+                f"no part of {format_amount(c.usdt)} USDT fits ChangeNOW's range "
+                f"{limits.describe('USDT')}: a person decides",
+                "range_unusable",
+            )
+        made_for[c.client_id] = made
+    if dry_run:
+        return result
+    made_for.update(_reserve_whole(whole, actor))
+    for c in whole:
+        if c.client_id not in made_for:  # its rows left 'converted' since the first read
+            result.skipped.append({"client": c.reference, "reason": "rows_moved_meanwhile"})
+    by_id = {c.client_id: c for c in candidates}
+    for client_id in sorted(made_for):  # the answer lists clients in id order
+        for payout_id, rows, usdt in made_for[client_id]:
             result.created += 1
             result.payouts.append(
                 {
                     "payout_id": str(payout_id),
-                    "client": c.reference,
+                    "client": by_id[client_id].reference,
                     "rows": rows,
                     "usdt": format_amount(usdt),
                 }
             )
-    if not dry_run:
-        reasons.store(candidates)
+    reasons.store(candidates)
     return result
 
 
@@ -400,20 +450,42 @@ def _created(
     enqueue_advance(kind="payout", order_id=payout_id)
 
 
-def _reserve_all(c: _Candidate, actor: Actor) -> tuple[uuid.UUID, int, Decimal]:
-    """All the client's converted rows into one payout."""
-    payout_id = uuid.uuid4()
-    with transaction.atomic():
-        client = Client.objects.select_for_update().get(pk=c.client_id)
-        _new_payout(client, payout_id, c.rows, c.usdt)
-        with connection.cursor() as cur:
-            cur.execute(_MOVE_SQL, {"payout_id": payout_id, "client_id": c.client_id})
-            moved = cur.fetchone()
-        if moved is None:
-            raise RuntimeError(f"payout for {c.reference}: no converted rows moved")
-        rows, usdt = int(moved[0]), Decimal(moved[1])
-        _created(c, client, payout_id, rows, usdt, actor)
-    return payout_id, rows, usdt
+def _reserve_whole(
+    whole: list[_Candidate], actor: Actor
+) -> dict[int, list[tuple[uuid.UUID, int, Decimal]]]:
+    """All the converted rows of each client into one payout per client, in one transaction
+    and a fixed number of statements whatever the number of clients."""
+    if not whole:
+        return {}
+    ids = [c.client_id for c in whole]
+    payout_ids = [uuid.uuid4() for _ in whole]
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(_LOCK_CLIENTS_SQL, {"ids": ids})
+        cur.execute(
+            _RESERVE_WHOLE_SQL,
+            {
+                "client_ids": ids,
+                "payout_ids": payout_ids,
+                "now": timezone.now(),
+                "actor": actor.name,
+                "user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
+            },
+        )
+        made = {
+            int(client_id): [(payout_id, int(rows), Decimal(usdt))]
+            for payout_id, client_id, rows, usdt in cur.fetchall()
+        }
+        _enqueue_followups([m[0][0] for m in made.values()])
+    return made
+
+
+def _enqueue_followups(payout_ids: list[uuid.UUID]) -> None:
+    from payouts.engine import enqueue_advance, enqueue_task
+
+    for payout_id in payout_ids[:FOLLOWUPS_PER_SWEEP]:
+        enqueue_advance(kind="payout", order_id=payout_id)
+    if len(payout_ids) > FOLLOWUPS_PER_SWEEP:
+        enqueue_task("payouts.tasks.advance_open_orders", group="advance")
 
 
 def _reserve(
