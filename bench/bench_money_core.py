@@ -76,12 +76,15 @@ class PlainBaseline:
         self.connection = connection
 
     def _timed(self, sql: str, params: dict[str, object] | None = None) -> float:
+        """The statement's RETURNING rows are summed in the database, as the real moves do:
+        fetching a million rows into Python would time the driver, not the server."""
         from django.db import transaction
 
         t = time.perf_counter()
         with transaction.atomic(), self.connection.cursor() as cur:  # type: ignore[attr-defined]
-            cur.execute(sql, params or {})
-            cur.fetchall()
+            # The statements are this class's own constants.
+            cur.execute(f"WITH moved AS ({sql}) SELECT count(*) FROM moved", params or {})  # noqa: S608
+            cur.fetchone()
         return time.perf_counter() - t
 
     def copy(self) -> None:
@@ -254,8 +257,9 @@ def main() -> int:
     paying = sum(p["rows"] for p in swept.payouts)
     print(
         f"payout reservation: {pay_s:6.2f} s  ({swept.created:,} payouts, {paying:,} rows, one "
-        f"statement per client, reasons kept for all); plain UPDATE ... RETURNING of the "
-        f"converted rows {plain_pay_s:.2f} s -> {pay_s / plain_pay_s:.2f}x (target <= 2.5x)"
+        f"statement for all clients paid whole, reasons kept for all); plain UPDATE ... "
+        f"RETURNING of the converted rows {plain_pay_s:.2f} s -> {pay_s / plain_pay_s:.2f}x "
+        "(target <= 2.5x)"
     )
     plain.drop()
     print(f"peak RSS:      {peak_rss_mb():8.1f} MB (before the set-based steps: {rss0:.1f} MB)")

@@ -56,6 +56,7 @@ TEMPLATES = (("demo-instant-usdt", "0"), ("demo-threshold-btc", "50"), ("demo-th
 class Sample:
     at: float
     oldest_unpaid_s: float
+    oldest_due_s: float
     queue: int
     db_mb: float
     states: dict[str, int] = field(default_factory=dict)
@@ -164,6 +165,18 @@ async def offer_load(
     return result
 
 
+# The oldest payment not yet paid, and the oldest one that is due: in flight, or converted
+# for a client not waiting for its threshold.
+_OLDEST_SQL = """
+SELECT coalesce(extract(epoch FROM now() - min(a.created_at)), 0),
+       coalesce(extract(epoch FROM now() - min(a.created_at) FILTER (
+           WHERE a.state <> 'converted'
+              OR c.unpaid_code NOT IN ('below_threshold', 'below_minimum'))), 0)
+FROM payouts_accumulation a JOIN payouts_client c ON c.id = a.client_id
+WHERE a.state NOT IN ('paid', 'written_off')
+"""
+
+
 class Sampler(threading.Thread):
     def __init__(self, stack: Any, interval: float, redis_url: str | None) -> None:
         super().__init__(daemon=True)
@@ -176,17 +189,15 @@ class Sampler(threading.Thread):
         if self.redis_url:
             import redis
 
-            return int(redis.Redis.from_url(self.redis_url).llen("backoffice"))
+            # Django-Q2's Redis broker keeps the cluster's queue in this list.
+            return int(redis.Redis.from_url(self.redis_url).llen("django_q:backoffice:q"))
         return int(conn.execute("SELECT count(*) FROM django_q_ormq").fetchone()[0])
 
     def run(self) -> None:
         conn = self.stack.server.connect(self.stack.db_name)
         try:
             while not self.stopping.is_set():
-                oldest = conn.execute(
-                    "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-                    "FROM payouts_accumulation WHERE state <> 'paid'"
-                ).fetchone()[0]
+                oldest, due = conn.execute(_OLDEST_SQL).fetchone()
                 states = dict(
                     conn.execute(
                         "SELECT state, count(*) FROM payouts_accumulation GROUP BY state"
@@ -197,6 +208,7 @@ class Sampler(threading.Thread):
                     Sample(
                         at=time.monotonic() - self.started_at,
                         oldest_unpaid_s=float(oldest),
+                        oldest_due_s=float(due),
                         queue=self.queue_depth(conn),
                         db_mb=size / 2**20,
                         states=states,
@@ -207,12 +219,63 @@ class Sampler(threading.Thread):
             conn.close()
 
 
+# Rows a client keeps for its next payment: converted, below its threshold or below
+# ChangeNOW's minimum for its pair (the payout sweep writes that reason on the client).
+_KEPT_SQL = """
+SELECT count(*), count(DISTINCT a.client_id) FROM payouts_accumulation a
+JOIN payouts_client c ON c.id = a.client_id
+WHERE a.state = 'converted' AND c.unpaid_code IN ('below_threshold', 'below_minimum')
+"""
+
+
+def settled(stack: Any, expected: int) -> bool:
+    """Every payment credited and either paid or kept by a client below its threshold, and
+    no order open."""
+    paid = stack.one("SELECT count(*) FROM payouts_accumulation WHERE state = 'paid'")
+    kept, _ = stack.one(_KEPT_SQL)
+    return paid + kept == expected and not stack.open_orders()
+
+
+def _tree_cpu_seconds() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, user + system CPU seconds)} of every process on the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(stack: Any) -> dict[str, float]:
+    """CPU seconds of each process of the stack with its children (gunicorn's and the
+    clusters' workers), as they stand now."""
+    table = _tree_cpu_seconds()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def total(pid: int) -> float:
+        return table.get(pid, (0, 0.0))[1] + sum(total(c) for c in children.get(pid, []))
+
+    return {name: total(proc.pid) for name, proc in stack.procs.items() if proc.alive()}
+
+
 def drain(stack: Any, expected: int, timeout: float) -> float:
-    """Seconds until every payment is paid and no order is open (or the timeout)."""
+    """Seconds until the pipeline has settled (or nan at the timeout)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        paid = stack.one("SELECT count(*) FROM payouts_accumulation WHERE state = 'paid'")
-        if paid == expected and not stack.open_orders():
+        if settled(stack, expected):
             return time.monotonic() - started
         time.sleep(1)
     return float("nan")
@@ -281,6 +344,12 @@ FROM crossing WHERE completed_at IS NOT NULL
 """
 
 
+_GROWTH_SQL = """
+SELECT relname, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables
+ORDER BY pg_total_relation_size(relid) DESC LIMIT 12
+"""
+
+
 def checks(stack: Any, sent_ok: int, payment_count: int) -> list[tuple[str, bool, str]]:
     from tests.e2e import harness
 
@@ -308,7 +377,8 @@ def checks(stack: Any, sent_ok: int, payment_count: int) -> list[tuple[str, bool
             f"{unconverted} rows in no batch, {bad_batches} batches whose rows differ",
         )
     )
-    unpaid = stack.one("SELECT count(*) FROM payouts_accumulation WHERE state <> 'paid'")
+    kept, kept_clients = stack.one(_KEPT_SQL)
+    unpaid = stack.one("SELECT count(*) FROM payouts_accumulation WHERE state <> 'paid'") - kept
     bad_payouts = stack.one(
         "SELECT count(*) FROM (SELECT p.id FROM payouts_payout p "
         "LEFT JOIN payouts_accumulation a ON a.payout_id = p.id GROUP BY p.id "
@@ -319,7 +389,8 @@ def checks(stack: Any, sent_ok: int, payment_count: int) -> list[tuple[str, bool
         (
             "paid once",
             unpaid == 0 and bad_payouts == 0,
-            f"{unpaid} rows not paid, {bad_payouts} payouts not completed or whose rows differ",
+            f"{unpaid} rows not paid, {bad_payouts} payouts not completed or whose rows "
+            f"differ; {kept} rows kept by {kept_clients} clients below their threshold",
         )
     )
     for name, check in (
@@ -380,14 +451,14 @@ def main() -> int:
         stack.start_cluster("qcluster-1")
         stack.start_cluster("qcluster-2")
         stack.start_pacer(interval=args.pace)
-        requests, per_second = plan_payments(
-            stack, references, args.rate, args.duration, args.seed
-        )
+        requests, per_second = plan_payments(stack, references, args.rate, args.duration, args.seed)
         web_port = int(stack.web_url.rsplit(":", 1)[1])
         sandbox_port = int(stack.sandbox.url.rsplit(":", 1)[1].split("/")[0])
         sampler = Sampler(stack, args.sample, args.redis or None)
         sampler.start()
         load_started = time.monotonic()
+        cpu_before, busy_before = cpu_by_process(stack), machine_busy_seconds()
+        own_before = time.process_time()
         result = asyncio.run(
             offer_load(web_port, sandbox_port, requests, per_second, args.senders, args.rate)
         )
@@ -395,6 +466,21 @@ def main() -> int:
         drain_s = drain(stack, result.ok, args.drain)
         sampler.stopping.set()
         sampler.join()
+        cpu = {
+            name: seconds - cpu_before.get(name, 0.0)
+            for name, seconds in cpu_by_process(stack).items()
+        }
+        cpu["load generator (this process)"] = time.process_time() - own_before
+        cpu["the rest: PostgreSQL, Redis, system"] = (
+            machine_busy_seconds() - busy_before - sum(cpu.values())
+        )
+        elapsed = time.monotonic() - load_started
+        print(
+            f"CPU over the run ({elapsed:.0f} s, {os.cpu_count()} cores = "
+            f"{elapsed * (os.cpu_count() or 1):.0f} CPU s):"
+        )
+        for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<38} {seconds:8.1f} s ({seconds / elapsed:5.2f} cores)")
         return report(stack, args, result, load_s, drain_s, sampler.samples, len(requests))
     finally:
         if sampler is not None:
@@ -427,17 +513,28 @@ def report(
         f"wait beyond the threshold crossing: median {float(median or 0):.1f} s, longest "
         f"{float(worst or 0):.1f} s (target <= 120 s)"
     )
-    print("over time (s since start: oldest unpaid payment s | queue depth | database MB):")
+    print(
+        "over time (s since start: oldest unpaid payment s | oldest due s | queue depth | "
+        "database MB | rows per state):"
+    )
     step = max(1, len(samples) // 20)
     for sample in samples[::step]:
+        states = " ".join(f"{k}={v}" for k, v in sorted(sample.states.items()))
         print(
-            f"  {sample.at:7.0f}: {sample.oldest_unpaid_s:7.1f} | {sample.queue:5d} | "
-            f"{sample.db_mb:8.1f}"
+            f"  {sample.at:7.0f}: {sample.oldest_unpaid_s:7.1f} | {sample.oldest_due_s:7.1f} | "
+            f"{sample.queue:5d} | {sample.db_mb:8.1f} | {states}"
         )
     if samples:
         print(
-            f"  peaks: oldest unpaid {max(s.oldest_unpaid_s for s in samples):.1f} s, queue "
+            f"  peaks: oldest unpaid {max(s.oldest_unpaid_s for s in samples):.1f} s, oldest "
+            f"due {max(s.oldest_due_s for s in samples):.1f} s, queue "
             f"{max(s.queue for s in samples)}, database {samples[-1].db_mb:.1f} MB at the end"
+        )
+    print(f"growth per payment credited ({payment_count:,} payments), largest tables:")
+    for table, rows, size in stack.rows(_GROWTH_SQL):
+        print(
+            f"  {table:<34} {rows:>10,} rows ({rows / payment_count:6.2f} per payment) "
+            f"{size / 2**20:8.1f} MB"
         )
     failed = 0
     for name, ok, detail in checks(stack, result.ok, payment_count):

@@ -461,6 +461,10 @@ def _reserve_whole(
     payout_ids = [uuid.uuid4() for _ in whole]
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_LOCK_CLIENTS_SQL, {"ids": ids})
+        # Statistics taken while the rows were still pending estimate one converted row; the
+        # planner then loops over the client list once per row (measured: 63 s instead of
+        # 4.5 s at 200,000 rows). A hash join is right at every size: rule the loop out here.
+        cur.execute("SET LOCAL enable_nestloop = off")
         cur.execute(
             _RESERVE_WHOLE_SQL,
             {
@@ -475,6 +479,7 @@ def _reserve_whole(
             int(client_id): [(payout_id, int(rows), Decimal(usdt))]
             for payout_id, client_id, rows, usdt in cur.fetchall()
         }
+        cur.execute("RESET enable_nestloop")
         _enqueue_followups([m[0][0] for m in made.values()])
     return made
 
