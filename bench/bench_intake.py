@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -226,21 +227,29 @@ def signed_ipns(count: int, run: str, amounts: list[Decimal] | None = None) -> l
     for index in range(count):
         usd = amounts[index] if amounts else Decimal(500 + index % 1500).scaleb(-2)
         eth = (usd / 3000 * Decimal("0.995")).quantize(Decimal("1e-8"))
-        payload = {
-            "payment_id": next(_payment_ids),
-            "payment_status": "finished",
-            "price_amount": str(usd),
-            "price_currency": "usd",
-            "pay_amount": str(eth),
-            "actually_paid": str(eth),
-            "pay_currency": "eth",
-            "order_id": f"{CLIENTS[index % 3]}:bench-{run}-{index}",
-            "outcome_amount": str(eth),
-            "outcome_currency": "eth",
-        }
-        body, signature = sign_ipn(payload, IPN_SECRET)
-        requests.append(http_post("/webhooks/nowpayments/", body, SIGNATURE_HEADER, signature))
+        order_id = f"{CLIENTS[index % 3]}:bench-{run}-{index}"
+        requests.append(signed_ipn(next(_payment_ids), usd, eth, order_id))
     return requests
+
+
+def signed_ipn(
+    payment_id: int, usd: Decimal, eth: Decimal, order_id: str, secret: str = IPN_SECRET
+) -> bytes:
+    """One complete signed IPN request of a finished payment."""
+    payload = {
+        "payment_id": payment_id,
+        "payment_status": "finished",
+        "price_amount": str(usd),
+        "price_currency": "usd",
+        "pay_amount": str(eth),
+        "actually_paid": str(eth),
+        "pay_currency": "eth",
+        "order_id": order_id,
+        "outcome_amount": str(eth),
+        "outcome_currency": "eth",
+    }
+    body, signature = sign_ipn(payload, secret)
+    return http_post("/webhooks/nowpayments/", body, SIGNATURE_HEADER, signature)
 
 
 def signed_nudges(count: int, run: str) -> list[bytes]:
@@ -306,9 +315,19 @@ async def saturate(port: int, requests: list[bytes], senders: int, max_seconds: 
     return result
 
 
-async def paced(port: int, requests: list[bytes], senders: int, rate: float) -> RunResult:
+async def paced(
+    port: int,
+    requests: list[bytes],
+    senders: int,
+    rate: float,
+    *,
+    begin: float | None = None,
+    alongside: tuple[Coroutine[Any, Any, None], ...] = (),
+) -> RunResult:
+    """`requests` offered at `rate` per second from `begin` (a perf_counter time), with the
+    `alongside` coroutines running meanwhile."""
     result = RunResult()
-    begin = time.perf_counter() + 0.2
+    begin = time.perf_counter() + 0.2 if begin is None else begin
 
     async def sender(offset: int) -> None:
         for index in range(offset, len(requests), senders):
@@ -318,7 +337,7 @@ async def paced(port: int, requests: list[bytes], senders: int, rate: float) -> 
                 await asyncio.sleep(delay)
             await one(port, requests[index], scheduled, result)
 
-    await asyncio.gather(*(sender(i) for i in range(senders)))
+    await asyncio.gather(*alongside, *(sender(i) for i in range(senders)))
     result.wall = time.perf_counter() - begin
     return result
 
