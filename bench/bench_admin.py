@@ -180,7 +180,8 @@ INSERT INTO backoffice_webhookevent (
 )
 SELECT 'nowpayments', a.payment_id || ':finished', a.created_at, true,
        CASE WHEN a.id %% 5000 = 0 THEN 'unmatched' ELSE 'applied' END,
-       '', '{"payment_id": "' || a.payment_id || '", "payment_status": "finished"}', '{}',
+       '', convert_to('{"payment_id": "' || a.payment_id || '", "payment_status": "finished"}',
+                      'UTF8'), '{}',
        '', a.payment_id, 'seed:' || a.id,
        CASE WHEN a.id %% 5000 = 0 THEN NULL ELSE a.id END, NULL, NULL
 FROM payouts_accumulation a;
