@@ -446,6 +446,7 @@ def _mined_not_recorded(wallet: Any) -> dict[str, Decimal]:
     the chain is ahead of our records until the engine's next check."""
     from payouts.models import Transfer, TransferTx
     from payouts.postings import WEI
+    from payouts.sending import receipt_is_cancel
 
     out = {"eth": Decimal(0), "usdt": Decimal(0)}
     pending = {t.pk: t for t in Transfer.objects.filter(state__in=Transfer.PENDING)}
@@ -457,7 +458,7 @@ def _mined_not_recorded(wallet: Any) -> dict[str, Decimal]:
         if receipt is None:
             continue
         transfer = pending[transfer_id]
-        if receipt.succeeded and kind != TransferTx.Kind.CANCEL:
+        if receipt.succeeded and not receipt_is_cancel(transfer, kind, receipt):
             out[transfer.asset.lower()] += transfer.amount
         out["eth"] += Decimal(receipt.fee_wei or 0) * WEI
     return out
@@ -498,20 +499,25 @@ def given_up_hash_breaches(wallet: Any) -> list[Breach]:
 
 def recent_transfer_breaches(wallet: Any, since: Any) -> list[Breach]:
     from payouts.models import Transfer
+    from payouts.sending import receipt_is_cancel
 
     transfers = Transfer.objects.filter(
         state__in=["broadcast", "mined"], created_at__gte=since
     ).exclude(tx_hash="")
     breaches: list[Breach] = []
     for transfer in transfers:
-        name = f"transfer:{transfer.tx_hash}"
+        # The hash that mined, which is not always the newest one signed.
+        tx_hash = transfer.mined_hash or transfer.tx_hash
+        name = f"transfer:{tx_hash}"
         try:
-            receipt = provider_read(lambda t=transfer: wallet.get_receipt(t.tx_hash))
+            receipt = provider_read(lambda h=tx_hash: wallet.get_receipt(h))
         except Unreadable as exc:
             breaches.append(Breach(UNREADABLE, name, str(exc)))
             continue
         if receipt is None:
             continue  # not mined yet: the watchdog follows stuck transfers
+        if transfer.state == "broadcast" and receipt_is_cancel(transfer, "", receipt):
+            continue  # a cancel mined before the engine's next check records it as cancelled
         if not receipt.succeeded:
             breaches.append(Breach("chain: transfer succeeded", name, "reverted on chain"))
         expected_to = (

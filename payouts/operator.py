@@ -287,6 +287,8 @@ def _plan_replace(kind: engine.OrderKind, order: Any, *, cancel: bool) -> Plan:
         )
     if order.is_terminal:
         return Plan(False, "Nothing.", f"the order is {order.state}: only a cancel is possible")
+    if sending.transfer_has_cancel(pending):
+        return Plan(False, "Nothing.", sending.CANCEL_SIGNED.format(nonce=pending.nonce))
     return Plan(
         True,
         f"Re-signs transaction {pending.tx_hash} (nonce {pending.nonce}) with both fee caps "

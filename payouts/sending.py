@@ -66,6 +66,12 @@ class ReplaceRefused(SendError):
     """A speed-up or cancel cannot be made (the message says why)."""
 
 
+CANCEL_SIGNED = (
+    "a cancel was already signed at nonce {nonce}: the payment is never re-signed after it; "
+    "only a cancel may replace it now (replace_transfer --cancel raises the cancel's fees)"
+)
+
+
 # --- providers ----------------------------------------------------------------------------
 
 
@@ -376,6 +382,19 @@ class ChainView:
         return self.final and self.state in (Transfer.State.CANCELLED, Transfer.State.REVERTED)
 
 
+def receipt_is_cancel(transfer: Transfer, kind: str, receipt: Receipt) -> bool:
+    """Whether the mined transaction is a cancel: by its label, or by what it did (a send
+    from the host wallet back to itself), so a record labelled otherwise never passes a
+    cancel off as the payment."""
+    if kind == TransferTx.Kind.CANCEL:
+        return True
+    return bool(receipt.to) and receipt.to.lower() == transfer.from_address.lower()
+
+
+def transfer_has_cancel(transfer: Transfer) -> bool:
+    return TransferTx.objects.filter(transfer=transfer, kind=TransferTx.Kind.CANCEL).exists()
+
+
 def _effective(client: WalletClient, transfer: Transfer, receipt: Receipt) -> bool:
     if not receipt.succeeded:
         return False
@@ -414,7 +433,7 @@ def transfer_check(
         receipt = client.get_receipt(tx_hash)
         if receipt is None:
             continue
-        if kind == TransferTx.Kind.CANCEL:
+        if receipt_is_cancel(transfer, kind, receipt):
             state = Transfer.State.CANCELLED
         else:
             state = (
@@ -543,6 +562,10 @@ def transfer_replace(*, transfer_id: int, cancel: bool, actor: Actor, reason: st
         transfer.refresh_from_db()
         if not view.pending:
             raise ReplaceRefused(f"the transfer is {transfer.state}: nothing pending to replace")
+        if not cancel and transfer_has_cancel(transfer):
+            # Re-signing the payment now would undo a person's (or the upkeep's) decision to
+            # stop it, and re-signing the current bytes would pass the cancel off as it.
+            raise ReplaceRefused(CANCEL_SIGNED.format(nonce=transfer.nonce))
         from payouts.engine import OPEN_STATES
 
         if not cancel and _order_state(transfer) not in (*OPEN_STATES, "needs_attention"):
@@ -678,9 +701,7 @@ def wallet_maintain(*, actor: Actor) -> list[str]:
             if not view.pending:
                 continue
             transfer.refresh_from_db()
-            has_cancel = TransferTx.objects.filter(
-                transfer=transfer, kind=TransferTx.Kind.CANCEL
-            ).exists()
+            has_cancel = transfer_has_cancel(transfer)
             age = (
                 timezone.now() - (transfer.last_signed_at or transfer.created_at)
             ).total_seconds()

@@ -14,12 +14,13 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from backoffice.models import Alert
+from backoffice.reconcile import reconcile_run
 from batches.models import ConversionBatch
 from batches.tasks import conversion_sweep
 from integrations.wallet.client import WalletClient
 from payouts import sending
 from payouts.models import Accumulation, Payout, Transfer, TransferTx
-from payouts.operator import OperatorError, order_force_close
+from payouts.operator import OperatorError, order_force_close, order_plan
 from payouts.services import runtime_settings_update
 from payouts.transitions import Actor
 from tests.conftest import Control
@@ -137,6 +138,74 @@ def test_an_operator_speeds_up_and_then_cancels_by_command(providers: Control) -
     # Nothing pending any more: a further replacement is refused, exit status 1.
     with pytest.raises(CommandError, match="no pending transfer|already force_closed"):
         call_command("replace_transfer", "batch", str(batch.pk), "--reason", "x")
+
+
+def _cancel_by_command(batch: ConversionBatch) -> dict[str, Any]:
+    out = io.StringIO()
+    call_command(
+        "replace_transfer",
+        "batch",
+        str(batch.pk),
+        "--reason",
+        "stop it",
+        "--cancel",
+        "--json",
+        stdout=out,
+    )
+    return json.loads(out.getvalue())
+
+
+def test_it_refuses_to_speed_up_a_payment_once_its_cancel_was_signed(providers: Control) -> None:
+    # A speed-up after a cancel re-signed the newest bytes (the cancel) and labelled them a
+    # speed-up: mined, the self-send counted as the payment and the order waited forever.
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    cancel = _cancel_by_command(batch)
+    plan = order_plan(kind="batch", order_id=batch.pk, action="speed_up")
+    assert not plan.allowed and "cancel was already signed" in plan.refusal
+    with pytest.raises(CommandError, match="cancel was already signed at nonce 0"):
+        call_command("replace_transfer", "batch", str(batch.pk), "--reason", "faster please")
+    kinds = list(TransferTx.objects.filter(transfer=transfer).order_by("id").values_list("kind"))
+    assert kinds == [("original",), ("cancel",)]
+    transfer.refresh_from_db()
+    assert transfer.tx_hash == cancel["new_hash"]
+    # The cancel itself may still be raised, and the upkeep raises the cancel, not the payment.
+    raised = _cancel_by_command(batch)
+    assert raised["kind"] == "cancel" and raised["old_hash"] == cancel["new_hash"]
+    providers.post("/_sandbox/mine", {"count": 2})
+    sending.wallet_maintain(actor=OPS)
+    transfer.refresh_from_db()
+    assert (transfer.state, transfer.mined_hash) == ("cancelled", raised["new_hash"])
+    assert providers.state()["deposits"] == []
+
+
+def test_a_mined_send_back_to_the_host_is_a_cancel_whatever_its_record_says(
+    providers: Control,
+) -> None:
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    cancel = _cancel_by_command(batch)
+    # As the speed-up of a cancel was recorded before the refusal above existed.
+    TransferTx.objects.filter(tx_hash=cancel["new_hash"]).update(kind="speed_up")
+    providers.post("/_sandbox/mine", {"count": 2})
+    view = sending.transfer_check(WalletClient.from_settings(), transfer)
+    transfer.refresh_from_db()
+    assert view.state == transfer.state == "cancelled"
+    assert transfer.mined_hash == cancel["new_hash"]
+
+
+def test_reconcile_names_a_transfer_recorded_as_paid_whose_transaction_paid_the_host(
+    providers: Control,
+) -> None:
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    cancel = _cancel_by_command(batch)
+    providers.post("/_sandbox/mine", {"count": 2})
+    assert not [b for b in reconcile_run()["breaches"] if "transfer destination" in str(b)]
+    # What the mislabelled cancel used to leave behind: recorded mined, as if it paid.
+    Transfer.objects.filter(pk=transfer.pk).update(state="mined", mined_hash=cancel["new_hash"])
+    breaches = [b for b in reconcile_run()["breaches"] if "transfer destination" in str(b)]
+    assert len(breaches) == 1 and cancel["new_hash"] in str(breaches[0])
 
 
 def test_it_stops_at_the_fee_ceiling_and_alerts(providers: Control) -> None:
