@@ -13,7 +13,8 @@ is one minute, so the conversion sweep (5 min), order advance (1 min) and payout
 (5 min) would take minutes to walk a payment through. The pacer enqueues those same
 scheduled jobs (by their names in `backoffice/schedules.py`) every few seconds, into the same
 broker, so the Q cluster runs them: a newcomer sees payments become batches and payouts in
-well under a minute. Production relies on the schedules (and the engine's own follow-ups).
+well under a minute; at most one of each job waits or runs at a time (`Pacer`). Production
+relies on the schedules (and the engine's own follow-ups).
 """
 
 from __future__ import annotations
@@ -190,23 +191,38 @@ def open_orders() -> int:
     )
 
 
-def enqueue_jobs(names: Iterable[str], *, max_queued: int = 20) -> int:
-    """Enqueue the named scheduled jobs once; skip when the cluster is behind (a queue that
-    only grows helps nobody). Returns how many were enqueued."""
-    from django_q.brokers import get_broker
-    from django_q.tasks import async_task
+class Pacer:
+    """Enqueues the scheduled jobs, at most one of each waiting or running at a time.
 
-    from backoffice.schedules import SCHEDULES
+    A job is enqueued again once its previous task has a result (or is older than the
+    cluster's timeout and retry: lost, or pruned from the results), never on queue depth: a
+    sweep skipped because per-order steps fill the queue only makes payments wait longer,
+    while one of each outstanding never grows the queue by more than the jobs paced.
+    """
 
-    if get_broker().queue_size() > max_queued:
-        return 0
-    jobs = {job.name: job for job in SCHEDULES}
-    count = 0
-    for name in names:
-        job = jobs[name]
-        async_task(job.func, group=f"pacer:{job.name}")
-        count += 1
-    return count
+    STALE_SECONDS = 300.0
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[str, float]] = {}
+
+    def enqueue(self, names: Iterable[str]) -> int:
+        from django_q.tasks import async_task, fetch
+
+        from backoffice.schedules import SCHEDULES
+
+        jobs = {job.name: job for job in SCHEDULES}
+        count = 0
+        for name in names:
+            previous = self.last.get(name)
+            if previous is not None:
+                task_id, at = previous
+                if time.monotonic() - at < self.STALE_SECONDS and fetch(task_id) is None:
+                    continue  # still waiting or running
+            job = jobs[name]
+            task_id = async_task(job.func, group=f"pacer:{job.name}")
+            self.last[name] = (str(task_id), time.monotonic())
+            count += 1
+        return count
 
 
 def status_line() -> str:
@@ -271,9 +287,10 @@ def pace(interval: float, jobs: list[str], duration: float | None) -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"pacer: enqueuing {', '.join(jobs)} every {interval} s", flush=True)
     ends = time.monotonic() + duration if duration else None
+    pacer = Pacer()
     while not stopping and (ends is None or time.monotonic() < ends):
         try:
-            enqueue_jobs(jobs)
+            pacer.enqueue(jobs)
         except Exception as exc:  # noqa: BLE001 - a database blip must not end the pacer
             print(f"pacer: enqueue failed: {exc!r}", file=sys.stderr, flush=True)
             close_db()
@@ -393,6 +410,7 @@ def run() -> int:
         )
 
     last_status = ""
+    pacer = Pacer()
     next_pace = 0.0
     next_status = 0.0
     try:
@@ -404,7 +422,7 @@ def run() -> int:
             now = time.monotonic()
             try:
                 if now >= next_pace:
-                    enqueue_jobs(PACED_JOBS)
+                    pacer.enqueue(PACED_JOBS)
                     next_pace = now + PACE_SECONDS
                 if now >= next_status:
                     line = status_line()
