@@ -395,6 +395,9 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--drain", type=float, default=600.0, help="seconds allowed to drain")
     parser.add_argument("--redis", default="", help="a Redis URL for the broker (else the ORM)")
+    parser.add_argument(
+        "--cluster-nice", type=int, default=0, help="nice value of the Q clusters (0: as web)"
+    )
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
 
@@ -411,6 +414,7 @@ def main() -> int:
     print(
         f"pipeline: {args.rate:g} IPN/s for {args.duration:g} s from {args.senders} senders, "
         f"{args.clients} merchants; gunicorn ({args.web_workers} workers), two Q clusters "
+        f"(nice {args.cluster_nice}) "
         f"({'Redis' if args.redis else 'ORM'} broker), the sandbox, jobs paced every "
         f"{args.pace:g} s; logs in {workdir.relative_to(ROOT)}",
         flush=True,
@@ -424,8 +428,8 @@ def main() -> int:
     try:
         stack.start(web=False)
         stack.start_web(workers=args.web_workers)
-        stack.start_cluster("qcluster-1")
-        stack.start_cluster("qcluster-2")
+        stack.start_cluster("qcluster-1", nice=args.cluster_nice)
+        stack.start_cluster("qcluster-2", nice=args.cluster_nice)
         stack.start_pacer(interval=args.pace)
         requests, per_second = plan_payments(stack, references, args.rate, args.duration, args.seed)
         web_port = int(stack.web_url.rsplit(":", 1)[1])

@@ -435,8 +435,11 @@ class Stack:
         wait_until(answering, timeout=START_TIMEOUT, what="gunicorn to answer", interval=0.05)
         return proc
 
-    def start_cluster(self, name: str = "qcluster") -> Proc:
-        proc = self._spawn(name, [PY, "manage.py", "qcluster"])
+    def start_cluster(self, name: str = "qcluster", nice: int = 0) -> Proc:
+        """A Q cluster; `nice` lowers its CPU priority (its workers inherit it), as a host
+        that also serves the web would run it."""
+        argv = [PY, "manage.py", "qcluster"]
+        proc = self._spawn(name, ["nice", "-n", str(nice), *argv] if nice else argv)
         proc.wait_for_log("running.")
         return proc
 
