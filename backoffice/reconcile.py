@@ -23,12 +23,13 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from integrations.assets import more_than, same_amount
 from integrations.errors import ProviderError, read_with_retries
+from payouts.planner import without_nested_loops
 
 T = TypeVar("T")
 RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -281,7 +282,9 @@ CHECKS: tuple[tuple[str, str], ...] = (
 
 def reconcile_breaches(*, limit_per_check: int = 100) -> list[Breach]:
     breaches: list[Breach] = []
-    with connection.cursor() as cur:
+    # Every check reads whole tables and expects no rows: under its LIMIT the planner would
+    # bet on early matches and loop row by row (payouts.planner).
+    with transaction.atomic(), connection.cursor() as cur, without_nested_loops(cur):
         for invariant, sql in CHECKS:
             cur.execute(f"{sql} LIMIT %s", [limit_per_check])  # noqa: S608 - constant SQL
             breaches.extend(Breach(invariant, str(obj), str(detail)) for obj, detail in cur)

@@ -27,6 +27,7 @@ from payouts.currencies import currency_pair_states
 from payouts.limits import PairRange
 from payouts.locks import advisory_lock
 from payouts.models import Accumulation, Client, Payout
+from payouts.planner import without_nested_loops
 from payouts.services import payout_is_direct, runtime_settings_get
 from payouts.transitions import Actor, audit_record, check_move
 
@@ -461,25 +462,23 @@ def _reserve_whole(
     payout_ids = [uuid.uuid4() for _ in whole]
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_LOCK_CLIENTS_SQL, {"ids": ids})
-        # Statistics taken while the rows were still pending estimate one converted row; the
-        # planner then loops over the client list once per row (measured: 63 s instead of
-        # 4.5 s at 200,000 rows). A hash join is right at every size: rule the loop out here.
-        cur.execute("SET LOCAL enable_nestloop = off")
-        cur.execute(
-            _RESERVE_WHOLE_SQL,
-            {
-                "client_ids": ids,
-                "payout_ids": payout_ids,
-                "now": timezone.now(),
-                "actor": actor.name,
-                "user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
-            },
-        )
-        made = {
-            int(client_id): [(payout_id, int(rows), Decimal(usdt))]
-            for payout_id, client_id, rows, usdt in cur.fetchall()
-        }
-        cur.execute("RESET enable_nestloop")
+        # A hash join is right at every size; stale statistics would pick a loop over the
+        # client list once per row (payouts.planner).
+        with without_nested_loops(cur):
+            cur.execute(
+                _RESERVE_WHOLE_SQL,
+                {
+                    "client_ids": ids,
+                    "payout_ids": payout_ids,
+                    "now": timezone.now(),
+                    "actor": actor.name,
+                    "user_id": actor.user.pk if actor.user is not None and actor.user.pk else None,
+                },
+            )
+            made = {
+                int(client_id): [(payout_id, int(rows), Decimal(usdt))]
+                for payout_id, client_id, rows, usdt in cur.fetchall()
+            }
         _enqueue_followups([m[0][0] for m in made.values()])
     return made
 
