@@ -391,7 +391,13 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=200)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--web-workers", type=int, default=3)
-    parser.add_argument("--pace", type=float, default=5.0, help="seconds between job enqueues")
+    parser.add_argument("--pace", type=float, default=5.0, help="seconds between sweeps")
+    parser.add_argument(
+        "--advance-every",
+        type=float,
+        default=60.0,
+        help="seconds between runs of the engine's advance job (its schedule: 60)",
+    )
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--drain", type=float, default=600.0, help="seconds allowed to drain")
     parser.add_argument("--redis", default="", help="a Redis URL for the broker (else the ORM)")
@@ -414,9 +420,10 @@ def main() -> int:
     print(
         f"pipeline: {args.rate:g} IPN/s for {args.duration:g} s from {args.senders} senders, "
         f"{args.clients} merchants; gunicorn ({args.web_workers} workers), two Q clusters "
-        f"(nice {args.cluster_nice}) "
-        f"({'Redis' if args.redis else 'ORM'} broker), the sandbox, jobs paced every "
-        f"{args.pace:g} s; logs in {workdir.relative_to(ROOT)}",
+        f"(nice {args.cluster_nice}), "
+        f"({'Redis' if args.redis else 'ORM'} broker), the sandbox, sweeps paced every "
+        f"{args.pace:g} s, advance every {args.advance_every:g} s; "
+        f"logs in {workdir.relative_to(ROOT)}",
         flush=True,
     )
     bootstrap_template(server, template)
@@ -430,7 +437,11 @@ def main() -> int:
         stack.start_web(workers=args.web_workers)
         stack.start_cluster("qcluster-1", nice=args.cluster_nice)
         stack.start_cluster("qcluster-2", nice=args.cluster_nice)
-        stack.start_pacer(interval=args.pace)
+        # The sweeps are paced faster than their schedules; `advance`, the engine's safety
+        # net behind each order's own follow-ups, keeps its schedule: run back to back it
+        # steps every open order without pause and takes a core of its own.
+        stack.start_pacer(interval=args.pace, jobs="conversion_sweep,payout_sweep")
+        stack.start_pacer(interval=args.advance_every, jobs="advance", name="pacer-advance")
         requests, per_second = plan_payments(stack, references, args.rate, args.duration, args.seed)
         web_port = int(stack.web_url.rsplit(":", 1)[1])
         sandbox_port = int(stack.sandbox.url.rsplit(":", 1)[1].split("/")[0])

@@ -443,11 +443,13 @@ class Stack:
         proc.wait_for_log("running.")
         return proc
 
-    def start_pacer(self, interval: float = 1.0, jobs: str | None = None) -> Proc:
+    def start_pacer(
+        self, interval: float = 1.0, jobs: str | None = None, name: str = "pacer"
+    ) -> Proc:
         argv = [PY, RUN_SCRIPT, "pace", "--interval", str(interval)]
         if jobs:
             argv += ["--jobs", jobs]
-        proc = self._spawn("pacer", argv)
+        proc = self._spawn(name, argv)
         proc.wait_for_log("pacer: enqueuing")
         return proc
 
