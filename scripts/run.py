@@ -13,7 +13,7 @@ is one minute, so the conversion sweep (5 min), order advance (1 min) and payout
 (5 min) would take minutes to walk a payment through. The pacer enqueues those same
 scheduled jobs (by their names in `backoffice/schedules.py`) every few seconds, into the same
 broker, so the Q cluster runs them: a newcomer sees payments become batches and payouts in
-well under a minute; at most one of each job waits or runs at a time (`Pacer`). Production
+well under a minute; at most one of each job waits in the queue at a time (`Pacer`). Production
 relies on the schedules (and the engine's own follow-ups).
 """
 
@@ -192,22 +192,25 @@ def open_orders() -> int:
 
 
 class Pacer:
-    """Enqueues the scheduled jobs, at most one of each waiting or running at a time.
+    """Enqueues the scheduled jobs, at most one of each waiting in the queue at a time.
 
-    A job is enqueued again once its previous task has a result (or is older than the
-    cluster's timeout and retry: lost, or pruned from the results), never on queue depth: a
-    sweep skipped because per-order steps fill the queue only makes payments wait longer,
-    while one of each outstanding never grows the queue by more than the jobs paced.
+    A job is enqueued again once a run of it started after the last enqueue (its
+    `JobRun` heartbeat; Django-Q2 prunes old task results, so those cannot tell), or when
+    none started for `STALE_SECONDS` (a lost task). Never on queue depth: a sweep skipped
+    because per-order steps fill the queue only makes payments wait longer, while one of
+    each waiting never grows the queue by more than the jobs paced.
     """
 
     STALE_SECONDS = 300.0
 
     def __init__(self) -> None:
-        self.last: dict[str, tuple[str, float]] = {}
+        self.last: dict[str, tuple[Any, float]] = {}
 
     def enqueue(self, names: Iterable[str]) -> int:
-        from django_q.tasks import async_task, fetch
+        from django.utils import timezone
+        from django_q.tasks import async_task
 
+        from backoffice.models import JobRun
         from backoffice.schedules import SCHEDULES
 
         jobs = {job.name: job for job in SCHEDULES}
@@ -215,12 +218,13 @@ class Pacer:
         for name in names:
             previous = self.last.get(name)
             if previous is not None:
-                task_id, at = previous
-                if time.monotonic() - at < self.STALE_SECONDS and fetch(task_id) is None:
-                    continue  # still waiting or running
+                enqueued_at, at = previous
+                started = JobRun.objects.filter(name=name, started_at__gte=enqueued_at).exists()
+                if not started and time.monotonic() - at < self.STALE_SECONDS:
+                    continue  # still waiting in the queue
             job = jobs[name]
-            task_id = async_task(job.func, group=f"pacer:{job.name}")
-            self.last[name] = (str(task_id), time.monotonic())
+            self.last[name] = (timezone.now(), time.monotonic())
+            async_task(job.func, group=f"pacer:{job.name}")
             count += 1
         return count
 
