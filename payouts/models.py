@@ -261,6 +261,10 @@ class Accumulation(models.Model):
                 condition=Q(state="converted"),
                 include=["usdt"],
             ),
+            # The dashboard counts written-off rows live (a few, never in a hot path).
+            models.Index(
+                fields=["id"], name="acc_written_off_idx", condition=Q(state="written_off")
+            ),
             models.Index(fields=["batch"], name="acc_batch_idx", condition=Q(batch__isnull=False)),
             models.Index(
                 fields=["payout"], name="acc_payout_idx", condition=Q(payout__isnull=False)

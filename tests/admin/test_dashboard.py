@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.models import JobRun
 from backoffice.schedules import schedules_setup
-from payouts.models import Accumulation
-from tests.admin.conftest import World, credit, figure, sweep
+from payouts.models import Accumulation, Payout
+from payouts.payout_sweep import payout_sweep
+from tests.admin.conftest import SYSTEM, World, complete, credit, figure, sweep, to_converting
 from tests.factories import BatchFactory, ClientFactory, PayoutFactory
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +252,45 @@ def test_the_fee_chart_totals_the_ledger_fee_income_of_the_last_30_days(
     earned = account_balance("platform_fees", "usdt")
     assert earned > 0
     assert figure(html, "fees-30d") == f"{amount_text(earned, 'usdt')} USDT"
+
+
+def _by_state() -> dict[str, tuple[int, Decimal, Decimal]]:
+    """The whole-table truth the dashboard no longer computes itself."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT state, count(*), sum(eth), coalesce(sum(usdt), 0) "
+            "FROM payouts_accumulation GROUP BY state"
+        )
+        return {s: (n, eth, usdt) for s, n, eth, usdt in cur}
+
+
+def test_its_money_per_state_equals_the_rows_in_every_state(
+    world: World, as_viewer: HttpClient
+) -> None:
+    result = payout_sweep(actor=SYSTEM, range_for=lambda currency, network: None)
+    assert result.created == 1, result  # beta (instant, direct USDT); alpha's range unread
+    (paid,) = Payout.objects.all()
+    Accumulation.objects.filter(payout=paid).update(state="paid")
+    Payout.objects.filter(pk=paid.pk).update(state="completed", completed_at=timezone.now())
+    credit(world.beta)
+    complete(sweep(), "30", "cnx-dashboard-01")
+    assert payout_sweep(actor=SYSTEM, range_for=lambda currency, network: None).created == 1
+    paying = Payout.objects.exclude(pk=paid.pk).get()
+    credit(world.beta, n=2)  # with the pending row: a new batch, converting
+    converting = sweep()
+    to_converting(converting, "cnx-dashboard-02")
+    gone = credit(world.alpha)[0]
+    Accumulation.objects.filter(pk=gone.pk).update(state="written_off", batch=converting)
+    truth = _by_state()
+    assert set(truth) == {"converted", "converting", "paying", "paid", "written_off"}
+
+    html = as_viewer.get(INDEX).content.decode()
+    for state, (count, eth, usdt) in truth.items():
+        assert figure(html, f"money-{state}-count") == str(count), state
+        if state != "paid":  # paid ETH is not kept on the payouts
+            assert Decimal(figure(html, f"money-{state}-eth")) == eth, state
+        if usdt:
+            assert Decimal(figure(html, f"money-{state}-usdt")) == usdt, state
+    assert figure(html, "money-paid-eth") == "—"
+    assert figure(html, "money-pending-count") == "0"
+    assert paying.row_count == truth["paying"][0]
