@@ -101,6 +101,21 @@ def test_it_speeds_up_a_transfer_stuck_in_the_mempool_after_the_limit(
     assert len(providers.state()["deposits"]) == 1
 
 
+def _cancel_by_command(batch: ConversionBatch, reason: str = "stop it") -> dict[str, Any]:
+    out = io.StringIO()
+    call_command(
+        "replace_transfer",
+        "batch",
+        str(batch.pk),
+        "--reason",
+        reason,
+        "--cancel",
+        "--json",
+        stdout=out,
+    )
+    return json.loads(out.getvalue())
+
+
 def test_an_operator_speeds_up_and_then_cancels_by_command(providers: Control) -> None:
     providers.config(auto_mine=False)
     batch, transfer = broadcast_batch(providers)
@@ -111,18 +126,7 @@ def test_an_operator_speeds_up_and_then_cancels_by_command(providers: Control) -
     sped = json.loads(out.getvalue())
     assert set(sped) == {"order_id", "nonce", "old_hash", "new_hash", "max_fee_per_gas", "kind"}
     assert (sped["kind"], sped["nonce"], sped["old_hash"]) == ("speed_up", 0, transfer.tx_hash)
-    out = io.StringIO()
-    call_command(
-        "replace_transfer",
-        "batch",
-        str(batch.pk),
-        "--reason",
-        "exchange gone",
-        "--cancel",
-        "--json",
-        stdout=out,
-    )
-    cancelled = json.loads(out.getvalue())
+    cancelled = _cancel_by_command(batch, reason="exchange gone")
     assert cancelled["kind"] == "cancel" and cancelled["old_hash"] == sped["new_hash"]
     assert int(cancelled["max_fee_per_gas"]) > int(sped["max_fee_per_gas"])
     providers.post("/_sandbox/mine", {"count": 2})
@@ -138,21 +142,6 @@ def test_an_operator_speeds_up_and_then_cancels_by_command(providers: Control) -
     # Nothing pending any more: a further replacement is refused, exit status 1.
     with pytest.raises(CommandError, match="no pending transfer|already force_closed"):
         call_command("replace_transfer", "batch", str(batch.pk), "--reason", "x")
-
-
-def _cancel_by_command(batch: ConversionBatch) -> dict[str, Any]:
-    out = io.StringIO()
-    call_command(
-        "replace_transfer",
-        "batch",
-        str(batch.pk),
-        "--reason",
-        "stop it",
-        "--cancel",
-        "--json",
-        stdout=out,
-    )
-    return json.loads(out.getvalue())
 
 
 def test_it_refuses_to_speed_up_a_payment_once_its_cancel_was_signed(providers: Control) -> None:
@@ -179,12 +168,17 @@ def test_it_refuses_to_speed_up_a_payment_once_its_cancel_was_signed(providers: 
     assert providers.state()["deposits"] == []
 
 
+def _cancel_signed(providers: Control) -> tuple[Transfer, dict[str, Any]]:
+    """A broadcast batch payment and its cancel, neither mined yet."""
+    providers.config(auto_mine=False)
+    batch, transfer = broadcast_batch(providers)
+    return transfer, _cancel_by_command(batch)
+
+
 def test_a_mined_send_back_to_the_host_is_a_cancel_whatever_its_record_says(
     providers: Control,
 ) -> None:
-    providers.config(auto_mine=False)
-    batch, transfer = broadcast_batch(providers)
-    cancel = _cancel_by_command(batch)
+    transfer, cancel = _cancel_signed(providers)
     # As the speed-up of a cancel was recorded before the refusal above existed.
     TransferTx.objects.filter(tx_hash=cancel["new_hash"]).update(kind="speed_up")
     providers.post("/_sandbox/mine", {"count": 2})
@@ -197,9 +191,7 @@ def test_a_mined_send_back_to_the_host_is_a_cancel_whatever_its_record_says(
 def test_reconcile_names_a_transfer_recorded_as_paid_whose_transaction_paid_the_host(
     providers: Control,
 ) -> None:
-    providers.config(auto_mine=False)
-    batch, transfer = broadcast_batch(providers)
-    cancel = _cancel_by_command(batch)
+    transfer, cancel = _cancel_signed(providers)
     providers.post("/_sandbox/mine", {"count": 2})
     assert not [b for b in reconcile_run()["breaches"] if "transfer destination" in str(b)]
     # What the mislabelled cancel used to leave behind: recorded mined, as if it paid.
