@@ -461,7 +461,7 @@ def _mined_not_recorded(wallet: Any) -> dict[str, Decimal]:
         if receipt is None:
             continue
         transfer = pending[transfer_id]
-        if receipt.succeeded and not receipt_is_cancel(transfer, kind, receipt):
+        if receipt.succeeded and not receipt_is_cancel(transfer, receipt, kind=kind):
             out[transfer.asset.lower()] += transfer.amount
         out["eth"] += Decimal(receipt.fee_wei or 0) * WEI
     return out
@@ -519,7 +519,7 @@ def recent_transfer_breaches(wallet: Any, since: Any) -> list[Breach]:
             continue
         if receipt is None:
             continue  # not mined yet: the watchdog follows stuck transfers
-        if transfer.state == "broadcast" and receipt_is_cancel(transfer, "", receipt):
+        if transfer.state == "broadcast" and receipt_is_cancel(transfer, receipt):
             continue  # a cancel mined before the engine's next check records it as cancelled
         if not receipt.succeeded:
             breaches.append(Breach("chain: transfer succeeded", name, "reverted on chain"))

@@ -382,10 +382,10 @@ class ChainView:
         return self.final and self.state in (Transfer.State.CANCELLED, Transfer.State.REVERTED)
 
 
-def receipt_is_cancel(transfer: Transfer, kind: str, receipt: Receipt) -> bool:
-    """Whether the mined transaction is a cancel: by its label, or by what it did (a send
-    from the host wallet back to itself), so a record labelled otherwise never passes a
-    cancel off as the payment."""
+def receipt_is_cancel(transfer: Transfer, receipt: Receipt, *, kind: str = "") -> bool:
+    """Whether the mined transaction is a cancel: by its label (`kind`, when known), or by
+    what it did (a send from the host wallet back to itself), so a record labelled
+    otherwise never passes a cancel off as the payment."""
     if kind == TransferTx.Kind.CANCEL:
         return True
     return bool(receipt.to) and receipt.to.lower() == transfer.from_address.lower()
@@ -433,7 +433,7 @@ def transfer_check(
         receipt = client.get_receipt(tx_hash)
         if receipt is None:
             continue
-        if receipt_is_cancel(transfer, kind, receipt):
+        if receipt_is_cancel(transfer, receipt, kind=kind):
             state = Transfer.State.CANCELLED
         else:
             state = (
