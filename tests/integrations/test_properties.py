@@ -39,7 +39,11 @@ json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**30), max_value=10**30),
-    st.decimals(allow_nan=False, allow_infinity=False, places=8),
+    # Within the intake's number limit (WEBHOOK_MAX_NUMBER_CHARS = 64): longer numbers are
+    # refused by design, which its own tests check; this one is about key order.
+    st.decimals(
+        min_value=-(10**40), max_value=10**40, allow_nan=False, allow_infinity=False, places=8
+    ),
     st.text(max_size=12),
 )
 json_values = st.recursive(
