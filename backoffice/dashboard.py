@@ -3,10 +3,10 @@ needs a person, and whether the jobs run.
 
 Design: a fixed number of queries whatever the table sizes (seven, each grouped or
 limited), and each figure comes with the URL of the filtered list behind it. No query
-reads the whole accumulations table: the open states' totals come through their partial
-indexes and the open orders' links, written-off rows through their own partial index, and
-the paid figures from the completed payouts (each holds its row count and USDT exactly);
-order tables, the chart (by batch and payout day) and the owed balances use their indexes.
+reads the accumulations by state: "where the money is" comes from the kept totals
+(`payouts.totals`, written by the table's triggers and checked by reconcile), so it costs
+the same at ten rows and at ten million; order tables, the chart (by batch and payout day)
+and the owed balances use their indexes.
 The jobs' last runs come from the job heartbeats (`backoffice.models.JobRun`); failed
 Django-Q tasks from Django-Q's own table.
 """
@@ -33,41 +33,15 @@ from payouts.admin.support import (
     stuck_cutoffs,
     usd,
 )
-from payouts.engine import OPEN_STATES
 from payouts.formatting import amount_text
 from payouts.models import ACCUMULATION_STATES, ApprovalRequest, FundedOrder
 from payouts.services import runtime_settings_get
+from payouts.totals import accumulation_totals
 
 CHART_DAYS = 30
 OWED_CLIENTS = 10
 FAILED_TASKS = 5
 ORDER_STATES = [s.value for s in FundedOrder.State]
-
-# Per state, each through the index or link that holds its rows, so that the cost follows
-# the open backlog and not the history (reconcile checks that state and links agree).
-# Paid rows: the completed payouts' totals; their ETH and USD are not kept there.
-_ROW_TOTALS = (
-    "count(*), coalesce(sum(a.eth), 0), coalesce(sum(a.usd), 0), coalesce(sum(a.usdt), 0), "
-    "min(a.created_at)"
-)
-_ACCUMULATIONS_SQL = f"""
-SELECT 'pending', {_ROW_TOTALS} FROM payouts_accumulation a WHERE a.state = 'pending'
-UNION ALL
-SELECT 'converting', {_ROW_TOTALS}
-FROM batches_conversionbatch b JOIN payouts_accumulation a ON a.batch_id = b.id
-WHERE b.state = ANY(%(open)s) AND a.state = 'converting'
-UNION ALL
-SELECT 'converted', {_ROW_TOTALS} FROM payouts_accumulation a WHERE a.state = 'converted'
-UNION ALL
-SELECT 'paying', {_ROW_TOTALS}
-FROM payouts_payout p JOIN payouts_accumulation a ON a.payout_id = p.id
-WHERE p.state = ANY(%(open)s) AND a.state = 'paying'
-UNION ALL
-SELECT 'written_off', {_ROW_TOTALS} FROM payouts_accumulation a WHERE a.state = 'written_off'
-UNION ALL
-SELECT 'paid', coalesce(sum(row_count), 0), NULL, NULL, coalesce(sum(usdt_amount), 0), NULL
-FROM payouts_payout WHERE state = 'completed'
-"""  # noqa: S608 - constant SQL
 
 # Orders per state with their stuck counts, platform USDT, unmatched webhooks and failed
 # tasks: everything that is a count, in one round trip.
@@ -400,19 +374,15 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
 
     # 1. money per accumulation state -----------------------------------------------------
     money = {
-        s: {"count": 0, "eth": Decimal(0), "usd": Decimal(0), "usdt": Decimal(0), "oldest": None}
-        for s in ACCUMULATION_STATES
+        state: {
+            "count": t.count,
+            "eth": t.eth,
+            "usd": t.usd,
+            "usdt": t.usdt,
+            "oldest": t.oldest,
+        }
+        for state, t in accumulation_totals().items()
     }
-    with connection.cursor() as cur:
-        cur.execute(_ACCUMULATIONS_SQL, {"open": [*OPEN_STATES, "needs_attention"]})
-        for state, count, eth_, usd_, usdt_, oldest in cur.fetchall():
-            money[state] = {
-                "count": count,
-                "eth": None if eth_ is None else Decimal(eth_),
-                "usd": None if usd_ is None else Decimal(usd_),
-                "usdt": Decimal(usdt_),
-                "oldest": oldest,
-            }
     pending = money["pending"]
     threshold = runtime.conversion_threshold_usd
     max_age = timedelta(minutes=runtime.max_pending_age_minutes)
@@ -500,8 +470,8 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         {
             "state": state,
             "count": money[state]["count"],
-            "eth": "—" if money[state]["eth"] is None else fmt_decimal(money[state]["eth"]),
-            "usd": "—" if money[state]["usd"] is None else fmt_decimal(money[state]["usd"], 2),
+            "eth": fmt_decimal(money[state]["eth"]),
+            "usd": fmt_decimal(money[state]["usd"], 2),
             "usdt": fmt_decimal(money[state]["usdt"], 6) if money[state]["usdt"] else "—",
             "url": f"{acc_url}?state__exact={state}",
             "attention": state == "written_off" and money[state]["count"] > 0,

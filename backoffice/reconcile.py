@@ -187,6 +187,30 @@ CHECKS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "totals: kept per state equal the rows",
+        """
+        WITH kept AS (
+            SELECT state, sum(row_count) AS n, sum(eth) AS eth, sum(usd) AS usd,
+                   sum(usdt) AS usdt
+            FROM payouts_accumulationtotal GROUP BY state
+        ), held AS (
+            SELECT state, count(*) AS n, sum(eth) AS eth, sum(usd) AS usd,
+                   coalesce(sum(usdt), 0) AS usdt
+            FROM payouts_accumulation GROUP BY state
+        )
+        SELECT 'accumulation_totals:' || coalesce(k.state, h.state),
+               'kept ' || coalesce(k.n, 0) || ' rows, ' || coalesce(k.eth, 0) || ' ETH, '
+               || coalesce(k.usd, 0) || ' USD, ' || coalesce(k.usdt, 0)
+               || ' USDT; the accumulations hold ' || coalesce(h.n, 0) || ' rows, '
+               || coalesce(h.eth, 0) || ' ETH, ' || coalesce(h.usd, 0) || ' USD, '
+               || coalesce(h.usdt, 0) || ' USDT'
+        FROM kept k FULL JOIN held h ON h.state = k.state
+        WHERE coalesce(k.n, 0) <> coalesce(h.n, 0) OR coalesce(k.eth, 0) <> coalesce(h.eth, 0)
+           OR coalesce(k.usd, 0) <> coalesce(h.usd, 0)
+           OR coalesce(k.usdt, 0) <> coalesce(h.usdt, 0)
+        """,
+    ),
+    (
         "ledger: every transaction balances",
         """
         SELECT 'ledger_transaction:' || l.transaction_id,

@@ -23,7 +23,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Now
 
 from integrations.assets import format_amount
 
@@ -276,6 +276,33 @@ class Accumulation(models.Model):
 
     def __str__(self) -> str:
         return f"payment {self.payment_id} ({format_amount(self.eth)} ETH, {self.state})"
+
+
+class AccumulationTotal(models.Model):
+    """Kept totals of the accumulations per state, so that pages never sum the table.
+
+    Design: append-only deltas. Statement-level triggers on `payouts_accumulation` (migration
+    0009) append, for each statement, one row per state whose count or amounts it changed:
+    the delta of the whole statement, whatever its size, so a bulk move adds a few rows and
+    an intake one. Nothing is ever updated in place, so writers never wait for each other on
+    a shared counter (a sweep's open transaction does not hold up intake).
+    `accumulation_totals_compact` (the watchdog) folds the rows into one per state. A
+    state's total at any snapshot is the sum of its rows; reconcile checks it against the
+    accumulations themselves."""
+
+    state = models.CharField(max_length=16)
+    row_count = models.BigIntegerField()
+    # Sums of numeric(38, 18) amounts: ten more digits of headroom.
+    eth = AmountField(max_digits=48)
+    usd = AmountField(max_digits=48)
+    usdt = AmountField(max_digits=48)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints: ClassVar = [_states_check("acctotal_state_valid", ACCUMULATION_STATES)]
+
+    def __str__(self) -> str:
+        return f"{self.state}: {self.row_count:+d} rows"
 
 
 class FundedOrder(models.Model):

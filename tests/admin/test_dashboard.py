@@ -287,10 +287,25 @@ def test_its_money_per_state_equals_the_rows_in_every_state(
     html = as_viewer.get(INDEX).content.decode()
     for state, (count, eth, usdt) in truth.items():
         assert figure(html, f"money-{state}-count") == str(count), state
-        if state != "paid":  # paid ETH is not kept on the payouts
-            assert Decimal(figure(html, f"money-{state}-eth")) == eth, state
+        assert Decimal(figure(html, f"money-{state}-eth")) == eth, state
         if usdt:
             assert Decimal(figure(html, f"money-{state}-usdt")) == usdt, state
-    assert figure(html, "money-paid-eth") == "—"
     assert figure(html, "money-pending-count") == "0"
     assert paying.row_count == truth["paying"][0]
+
+
+def test_its_money_per_state_is_the_kept_totals_not_a_sum_of_the_rows(
+    world: World, as_viewer: HttpClient
+) -> None:
+    from payouts.models import AccumulationTotal
+
+    truth = _by_state()
+    # A delta no row explains (what reconcile reports): the panel shows it, so the panel
+    # reads the kept totals and never the table.
+    AccumulationTotal.objects.create(
+        state="paid", row_count=7, eth=Decimal("0.7"), usd=Decimal(2100), usdt=Decimal(2000)
+    )
+    html = as_viewer.get(INDEX).content.decode()
+    assert figure(html, "money-paid-count") == "7"
+    assert figure(html, "money-paid-eth") == "0.7"
+    assert figure(html, "money-converted-count") == str(truth["converted"][0])

@@ -1,0 +1,83 @@
+"""Kept totals per accumulation state: read them, and fold their delta rows.
+
+The rows are written by the database's own triggers (payouts.models.AccumulationTotal), in
+the transaction of every statement that changes an accumulation, so no code path can move a
+row and forget its total; reconcile's "kept totals equal the rows" check proves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from payouts.locks import advisory_lock
+from payouts.models import ACCUMULATION_STATES
+
+
+@dataclass(frozen=True)
+class StateTotal:
+    count: int
+    eth: Decimal
+    usd: Decimal
+    usdt: Decimal
+    oldest: datetime | None = None  # pending only
+
+
+ZERO = StateTotal(0, Decimal(0), Decimal(0), Decimal(0))
+
+# Summing the deltas is cheap: compaction keeps them to one row per state plus the
+# statements since the last watchdog run (about one per payment credited meanwhile).
+# The oldest pending payment comes from the start of acc_pending_idx (created_at first).
+_TOTALS_SQL = """
+SELECT state, sum(row_count), sum(eth), sum(usd), sum(usdt),
+       CASE WHEN state = 'pending' THEN (
+           SELECT min(created_at) FROM payouts_accumulation WHERE state = 'pending') END
+FROM payouts_accumulationtotal GROUP BY state
+"""
+
+# Delete every delta this snapshot sees and insert their sums: rows appended meanwhile by
+# other transactions are not seen, so not deleted, and stay as they are. Two folds at once
+# cannot count a row twice (a row deleted by one is skipped by the other), the lock only
+# spares the second the work.
+_COMPACT_SQL = """
+WITH folded AS (
+    DELETE FROM payouts_accumulationtotal RETURNING state, row_count, eth, usd, usdt
+), sums AS (
+    SELECT state, sum(row_count) AS n, sum(eth) AS eth, sum(usd) AS usd, sum(usdt) AS usdt,
+           count(*) AS deltas
+    FROM folded GROUP BY state
+), kept AS (
+    INSERT INTO payouts_accumulationtotal (state, row_count, eth, usd, usdt)
+    SELECT state, n, eth, usd, usdt FROM sums
+    WHERE n <> 0 OR eth <> 0 OR usd <> 0 OR usdt <> 0
+    RETURNING 1
+)
+SELECT coalesce((SELECT sum(deltas) FROM sums), 0), (SELECT count(*) FROM kept)
+"""
+
+
+def accumulation_totals() -> dict[str, StateTotal]:
+    """Count, ETH, USD and USDT of the accumulations in each state, and the oldest pending
+    payment's time, in one small query."""
+    totals = dict.fromkeys(ACCUMULATION_STATES, ZERO)
+    with connection.cursor() as cur:
+        cur.execute(_TOTALS_SQL)
+        for state, count, eth, usd, usdt, oldest in cur.fetchall():
+            totals[state] = StateTotal(
+                int(count), Decimal(eth), Decimal(usd), Decimal(usdt), oldest
+            )
+    return totals
+
+
+def accumulation_totals_compact() -> dict[str, int]:
+    """Fold the delta rows into one per state. Safe at any time, beside any writer."""
+    with transaction.atomic(), advisory_lock("accumulation_totals_compact", xact=True) as got:
+        if not got:
+            return {"folded": 0, "kept": 0, "skipped": 1}
+        with connection.cursor() as cur:
+            cur.execute(_COMPACT_SQL)
+            folded, kept = cur.fetchone()
+    return {"folded": int(folded), "kept": int(kept), "skipped": 0}
