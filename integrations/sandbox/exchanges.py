@@ -145,6 +145,10 @@ class ChangeNowSim:
         self.pay = pay
         self.pay_settled = pay_settled or pay
         self.exchanges: dict[str, SimExchange] = {}
+        # What `tick` still has to look at, and deposits' addresses: under a sustained run
+        # there are thousands of settled exchanges, and every request ticks.
+        self._unsettled: dict[str, SimExchange] = {}
+        self._by_payin: dict[str, SimExchange] = {}
         self.rate_ids: dict[str, dict[str, Any]] = {}
         self.deposits: list[dict[str, Any]] = []
 
@@ -377,6 +381,8 @@ class ChangeNowSim:
             payload=body.get("payload"),
         )
         self.exchanges[exchange.id] = exchange
+        self._by_payin.setdefault(exchange.payin_address.lower(), exchange)
+        self._watch(exchange)
         return {
             "id": exchange.id,
             "fromAmount": self.echo(from_amount),
@@ -522,6 +528,7 @@ class ChangeNowSim:
             "amount": amount,
         }
         exchange.refund_amount = amount
+        self._watch(exchange)
         self.tick()
         return {"result": True}
 
@@ -534,6 +541,7 @@ class ChangeNowSim:
         if not self.available_actions(exchange)[1]:
             raise ApiError(400, "action_not_available", "Continue is not available")
         exchange.action = {"kind": "continue", "at": self.clock()}
+        self._watch(exchange)
         return {
             "result": {
                 "result": True,
@@ -577,6 +585,7 @@ class ChangeNowSim:
             if script.get(key) is not None:
                 clean[key] = _positive(script[key], key)
         exchange.script = clean
+        self._watch(exchange)
         if exchange.deposit_at is not None:
             self._settle_amounts(exchange)
         self.tick()  # a refund due now is sent before the answer shows it
@@ -603,23 +612,21 @@ class ChangeNowSim:
             "exchange_id": None,
             "note": None,
         }
-        for exchange in self.exchanges.values():
-            if exchange.payin_address.lower() != transfer.recipient.lower():
-                continue
+        exchange = self._by_payin.get(transfer.recipient.lower())
+        if exchange is not None:
+            self._watch(exchange)
             if exchange.from_network != "eth" or exchange.from_currency != transfer.asset:
                 record["note"] = f"wrong asset for exchange {exchange.id}: funds not credited"
-                break
-            if exchange.deposit_at is not None:
+            elif exchange.deposit_at is not None:
                 record["note"] = f"second deposit to exchange {exchange.id}: not credited"
-                break
-            record["exchange_id"] = exchange.id
-            # As ChangeNOW shows it (0.05, not 0.050000000000000000); the value is unchanged.
-            exchange.deposit_amount = transfer.amount.normalize()
-            exchange.deposit_hash = transfer.tx_hash
-            exchange.deposit_at = transfer.at
-            exchange.deposit_sender = transfer.sender
-            self._settle_amounts(exchange)
-            break
+            else:
+                record["exchange_id"] = exchange.id
+                # As ChangeNOW shows it (0.05, not 0.050000000000000000); same value.
+                exchange.deposit_amount = transfer.amount.normalize()
+                exchange.deposit_hash = transfer.tx_hash
+                exchange.deposit_at = transfer.at
+                exchange.deposit_sender = transfer.sender
+                self._settle_amounts(exchange)
         self.deposits.append(record)
 
     def on_revert(self, transfer: Transfer) -> None:
@@ -638,6 +645,7 @@ class ChangeNowSim:
         for exchange in self.exchanges.values():
             if exchange.deposit_hash != transfer.tx_hash:
                 continue
+            self._watch(exchange)
             exchange.deposit_amount = exchange.deposit_at = exchange.deposit_hash = None
             exchange.deposit_sender = None
             exchange.amount_to = None
@@ -770,8 +778,11 @@ class ChangeNowSim:
         the payout address; a refund due is sent, once, as a transaction from the hot wallet
         to the address asked for, else the refund address, else the deposit's sender
         (ChangeNOW refunds "to the refund or original address")."""
-        for exchange in list(self.exchanges.values()):
+        for exchange in list(self._unsettled.values()):
             self._send_payout(exchange)
+            if self._settled(exchange):
+                del self._unsettled[exchange.id]
+                continue
             if exchange.refund_credited or exchange.refund_amount is None:
                 continue
             if exchange.from_network != "eth" or exchange.from_currency not in CHAIN_ASSETS:
@@ -799,6 +810,20 @@ class ChangeNowSim:
             exchange.refund_credited = True
             exchange.refund_hash = tx_hash
             exchange.refund_amount = amount.normalize()  # exactly what the transaction moves
+
+    def _watch(self, exchange: SimExchange) -> None:
+        """Something about the exchange changed: `tick` looks at it again."""
+        self._unsettled[exchange.id] = exchange
+
+    def _settled(self, exchange: SimExchange) -> bool:
+        """Nothing will ever be sent for it again unless a request changes it (`_watch`)."""
+        if exchange.payout_credited or exchange.refund_credited:
+            return True
+        status, _ = self.status_of(exchange)
+        if status not in ("finished", "failed", "refunded", "expired"):
+            return False
+        payout_on_chain = exchange.to_network == "eth" and exchange.to_currency in CHAIN_ASSETS
+        return not payout_on_chain and exchange.refund_amount is None
 
     def _send_payout(self, exchange: SimExchange) -> None:
         if exchange.payout_credited or not exchange.amount_to:
