@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 from payouts.locks import advisory_lock
 from payouts.models import ACCUMULATION_STATES
+from payouts.transitions import Actor, audit_record
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,53 @@ def accumulation_totals_compact() -> dict[str, int]:
             cur.execute(_COMPACT_SQL)
             folded, kept = cur.fetchone()
     return {"folded": int(folded), "kept": int(kept), "skipped": 0}
+
+
+# SHARE mode: no accumulation changes while the totals are recounted (intake waits about a
+# second per million rows), reads go on.
+_REBUILD_SQL = """
+LOCK TABLE payouts_accumulation IN SHARE MODE;
+DELETE FROM payouts_accumulationtotal;
+INSERT INTO payouts_accumulationtotal (state, row_count, eth, usd, usdt)
+SELECT state, count(*), sum(eth), sum(usd), coalesce(sum(usdt), 0)
+FROM payouts_accumulation GROUP BY state;
+"""
+
+
+def _figures(t: StateTotal) -> tuple[int, Decimal, Decimal, Decimal]:
+    return (t.count, t.eth, t.usd, t.usdt)
+
+
+def _as_json(totals: dict[str, StateTotal]) -> dict[str, dict[str, str | int]]:
+    return {
+        state: {
+            "count": t.count,
+            "eth": f"{t.eth.normalize():f}",
+            "usd": f"{t.usd.normalize():f}",
+            "usdt": f"{t.usdt.normalize():f}",
+        }
+        for state, t in totals.items()
+    }
+
+
+def accumulation_totals_rebuild(*, actor: Actor, reason: str) -> dict[str, object]:
+    """Recount the kept totals from the rows, when reconcile found them apart (a change made
+    behind the triggers, a data-only restore). Moves no money: only the dashboard reads
+    them. Audited with the figures before and after."""
+    if not reason.strip():
+        raise ValueError("a reason is required")
+    with transaction.atomic():
+        before = accumulation_totals()
+        with connection.cursor() as cur:
+            cur.execute(_REBUILD_SQL)
+        after = accumulation_totals()
+        changed = [s for s in ACCUMULATION_STATES if _figures(before[s]) != _figures(after[s])]
+        audit_record(
+            object_type="accumulation_totals",
+            object_id="all",
+            kind="totals_rebuilt",
+            actor=actor,
+            reason=reason,
+            data={"before": _as_json(before), "after": _as_json(after), "changed": changed},
+        )
+    return {"changed": changed, "totals": _as_json(after)}

@@ -21,6 +21,7 @@ from payouts.totals import (
     StateTotal,
     accumulation_totals,
     accumulation_totals_compact,
+    accumulation_totals_rebuild,
 )
 from tests.factories import AccumulationFactory, BatchFactory, ClientFactory, PayoutFactory
 
@@ -322,3 +323,47 @@ def test_the_migration_fills_the_totals_from_the_rows_already_there() -> None:
     assert without_oldest(kept()) == live()
     assert kept()["pending"].usd == Decimal(25)
     assert [b for b in reconcile_breaches() if b.invariant == TOTALS_INVARIANT] == []
+
+
+@pytest.mark.django_db
+class TestRebuild:
+    def test_it_recounts_drifted_totals_from_the_rows_with_an_audit_event(self) -> None:
+        import io
+        import json
+
+        from django.core.management import call_command
+
+        from payouts.models import AuditEvent
+
+        AccumulationFactory.create_batch(2, usd=Decimal(30))
+        AccumulationTotal.objects.create(
+            state="paid", row_count=1, eth=Decimal("0.01"), usd=Decimal(30), usdt=Decimal(29)
+        )
+        assert [b.object for b in reconcile_breaches() if b.invariant == TOTALS_INVARIANT]
+        out = io.StringIO()
+        call_command("rebuild_totals", "--reason", "drift", "--json", stdout=out)
+        result = json.loads(out.getvalue())
+        assert result["changed"] == ["paid"]
+        assert result["totals"]["pending"] == {
+            "count": 2,
+            "eth": "0.02",
+            "usd": "60",
+            "usdt": "0",
+        }
+        assert result["totals"]["paid"] == {"count": 0, "eth": "0", "usd": "0", "usdt": "0"}
+        assert [b for b in reconcile_breaches() if b.invariant == TOTALS_INVARIANT] == []
+        event = AuditEvent.objects.get(kind="totals_rebuilt")
+        assert event.reason == "drift" and event.actor.startswith("system:manage.py rebuild_totals")
+        assert event.data["before"]["paid"]["count"] == 1
+        assert event.data["after"]["paid"]["count"] == 0
+
+    def test_it_refuses_without_a_reason_and_changes_nothing(self) -> None:
+        from payouts.transitions import Actor
+
+        AccumulationFactory()
+        AccumulationTotal.objects.create(
+            state="paid", row_count=1, eth=Decimal(1), usd=Decimal(1), usdt=Decimal(1)
+        )
+        with pytest.raises(ValueError, match="reason"):
+            accumulation_totals_rebuild(actor=Actor.system("test"), reason="  ")
+        assert kept()["paid"].count == 1
