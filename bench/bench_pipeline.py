@@ -391,7 +391,13 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=200)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--web-workers", type=int, default=3)
-    parser.add_argument("--pace", type=float, default=5.0, help="seconds between sweeps")
+    parser.add_argument("--pace", type=float, default=5.0, help="seconds between conversion sweeps")
+    parser.add_argument(
+        "--payout-pace",
+        type=float,
+        default=30.0,
+        help="seconds between payout sweeps (a client is paid at most once per sweep)",
+    )
     parser.add_argument(
         "--advance-every",
         type=float,
@@ -421,8 +427,9 @@ def main() -> int:
         f"pipeline: {args.rate:g} IPN/s for {args.duration:g} s from {args.senders} senders, "
         f"{args.clients} merchants; gunicorn ({args.web_workers} workers), two Q clusters "
         f"(nice {args.cluster_nice}), "
-        f"({'Redis' if args.redis else 'ORM'} broker), the sandbox, sweeps paced every "
-        f"{args.pace:g} s, advance every {args.advance_every:g} s; "
+        f"({'Redis' if args.redis else 'ORM'} broker), the sandbox, conversion sweeps "
+        f"every {args.pace:g} s, payout sweeps every {args.payout_pace:g} s, advance every "
+        f"{args.advance_every:g} s; "
         f"logs in {workdir.relative_to(ROOT)}",
         flush=True,
     )
@@ -440,7 +447,8 @@ def main() -> int:
         # The sweeps are paced faster than their schedules; `advance`, the engine's safety
         # net behind each order's own follow-ups, keeps its schedule: run back to back it
         # steps every open order without pause and takes a core of its own.
-        stack.start_pacer(interval=args.pace, jobs="conversion_sweep,payout_sweep")
+        stack.start_pacer(interval=args.pace, jobs="conversion_sweep")
+        stack.start_pacer(interval=args.payout_pace, jobs="payout_sweep", name="pacer-payout")
         stack.start_pacer(interval=args.advance_every, jobs="advance", name="pacer-advance")
         requests, per_second = plan_payments(stack, references, args.rate, args.duration, args.seed)
         web_port = int(stack.web_url.rsplit(":", 1)[1])

@@ -261,7 +261,7 @@ class Accumulation(models.Model):
                 condition=Q(state="converted"),
                 include=["usdt"],
             ),
-            # The dashboard counts written-off rows live (a few, never in a hot path).
+            # The written-off list finance reviews (a few rows, never in a hot path).
             models.Index(
                 fields=["id"], name="acc_written_off_idx", condition=Q(state="written_off")
             ),
