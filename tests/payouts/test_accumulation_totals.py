@@ -145,6 +145,23 @@ def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]
     return thread, out
 
 
+def fold_held_open() -> tuple[threading.Thread, dict[str, Any], threading.Event]:
+    """A fold done but not committed on its own connection, until the event is set."""
+    folded = threading.Event()
+    release = threading.Event()
+
+    def fold() -> dict[str, int]:
+        with transaction.atomic():
+            result = accumulation_totals_compact()
+            folded.set()
+            release.wait(10)
+        return result
+
+    thread, out = in_thread(fold)
+    assert folded.wait(10)
+    return thread, out, release
+
+
 @pytest.mark.django_db(transaction=True)
 class TestBesideConcurrentWriters:
     def test_intake_is_not_held_up_by_an_open_bulk_move(self) -> None:
@@ -179,18 +196,7 @@ class TestBesideConcurrentWriters:
     def test_a_fold_loses_no_delta_written_while_it_runs(self) -> None:
         client = ClientFactory()
         AccumulationFactory.create_batch(5, client=client)
-        folded = threading.Event()
-        release = threading.Event()
-
-        def fold() -> dict[str, int]:
-            with transaction.atomic():
-                result = accumulation_totals_compact()
-                folded.set()
-                release.wait(10)
-            return result
-
-        thread, out = in_thread(fold)
-        assert folded.wait(10)
+        thread, out, release = fold_held_open()
         AccumulationFactory.create_batch(3, client=client)  # commits before the fold does
         release.set()
         thread.join(10)
@@ -200,14 +206,6 @@ class TestBesideConcurrentWriters:
 
     def test_two_folds_at_once_never_count_a_delta_twice(self) -> None:
         AccumulationFactory.create_batch(4)
-        folded = threading.Event()
-        release = threading.Event()
-
-        def fold() -> None:
-            with transaction.atomic():
-                accumulation_totals_compact()
-                folded.set()
-                release.wait(10)
 
         def raw_fold() -> int:
             # The second fold without the lock that would make it step aside: it waits on
@@ -216,8 +214,7 @@ class TestBesideConcurrentWriters:
                 cur.execute(_COMPACT_SQL)
                 return int(cur.fetchone()[0])
 
-        first, _ = in_thread(fold)
-        assert folded.wait(10)
+        first, _, release = fold_held_open()
         second, out = in_thread(raw_fold)
         second.join(0.5)
         assert second.is_alive(), "the second fold should wait for the first one's rows"
@@ -230,17 +227,7 @@ class TestBesideConcurrentWriters:
 
     def test_a_second_fold_steps_aside_while_one_runs(self) -> None:
         AccumulationFactory.create_batch(2)
-        folded = threading.Event()
-        release = threading.Event()
-
-        def fold() -> None:
-            with transaction.atomic():
-                accumulation_totals_compact()
-                folded.set()
-                release.wait(10)
-
-        first, _ = in_thread(fold)
-        assert folded.wait(10)
+        first, _, release = fold_held_open()
         try:
             assert accumulation_totals_compact() == {"folded": 0, "kept": 0, "skipped": 1}
         finally:
