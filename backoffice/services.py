@@ -15,29 +15,26 @@ from backoffice.models import WebhookEvent
 from batches.models import ConversionBatch
 from integrations.assets import format_amount
 from integrations.errors import MalformedPayload
-from payouts.models import ACCUMULATION_STATES, Accumulation, FundedOrder, Payout
+from payouts.models import Accumulation, FundedOrder, Payout
+from payouts.totals import accumulation_totals
 
 ROLE_GROUPS = ("finance_viewer", "finance_operator", "finance_approver")
 
 
 def system_status() -> dict[str, Any]:
-    """Counts and sums per state, every state present (zeros included). Three grouped
-    queries plus one sum, whatever the table sizes."""
-    accumulations: dict[str, dict[str, Any]] = {
-        state: {"count": 0, "eth": "0", "usd": "0", "usdt": "0"} for state in ACCUMULATION_STATES
+    """Counts and sums per state, every state present (zeros included): the accumulations'
+    from their kept totals (checked by reconcile), orders grouped, plus one sum, whatever
+    the table sizes."""
+    accumulations = {
+        state: {
+            "count": t.count,
+            "eth": format_amount(t.eth),
+            "usd": format_amount(t.usd),
+            "usdt": format_amount(t.usdt),
+        }
+        for state, t in accumulation_totals().items()
     }
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT state, count(*), coalesce(sum(eth), 0), coalesce(sum(usd), 0), "
-            "coalesce(sum(usdt), 0) FROM payouts_accumulation GROUP BY state"
-        )
-        for state, count, eth, usd, usdt in cur.fetchall():
-            accumulations[state] = {
-                "count": count,
-                "eth": format_amount(eth),
-                "usd": format_amount(usd),
-                "usdt": format_amount(usdt),
-            }
         cur.execute(
             "SELECT coalesce(sum(platform_usdt), 0) FROM batches_conversionbatch "
             "WHERE state = 'completed'"
