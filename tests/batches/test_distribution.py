@@ -258,3 +258,19 @@ def test_the_database_split_matches_the_reference_and_sums_exactly(amount, rows)
     )
     assert [int(s * 10**6) for s in shares(batch)] == expected
     transaction.savepoint_rollback(sid)
+
+
+@pytest.mark.django_db
+def test_a_completed_batch_starts_no_payout_sweep_the_payout_schedule_decides(
+    settings: object, django_capture_on_commit_callbacks: object
+) -> None:
+    """One payout per client per payout interval, not one per batch: completing a batch
+    queues nothing for the payout sweep (its schedule runs it)."""
+    from batches.kinds import BatchKind
+
+    settings.ENGINE_ENQUEUE_FOLLOWUPS = True  # type: ignore[attr-defined]
+    batch = funded_batch([("0.01", "3"), ("0.02", "3")])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:  # type: ignore[operator]
+        BatchKind().complete(order_id=batch.pk, amount_to=Decimal("90"), actor=ACTOR)
+    assert_exact(batch)
+    assert callbacks == []
