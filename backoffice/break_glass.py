@@ -9,9 +9,13 @@ import os
 from payouts.transitions import Actor
 
 
-def command_actor(command: str) -> Actor:
+def os_user() -> str:
+    """Who runs this process; the uid where there is no passwd entry (containers)."""
     try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry (containers): fall back to the uid
-        user = f"uid{os.getuid()}"
-    return Actor.system(f"manage.py {command} (os user {user})")
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def command_actor(command: str) -> Actor:
+    return Actor.system(f"manage.py {command} (OS user {os_user()})")

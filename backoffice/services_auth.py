@@ -10,7 +10,6 @@ extends it to every staff user.
 
 from __future__ import annotations
 
-import getpass
 import secrets
 from base64 import b32encode
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from backoffice.break_glass import os_user
 from backoffice.services import roles_setup
 from payouts.transitions import Actor, audit_record
 
@@ -323,18 +323,6 @@ def finance_user_upsert(
     )
 
 
-def command_actor(command: str) -> Actor:
-    """Who ran a management command: the OS user (break-glass rule of DESIGN.md 12.5)."""
-    return Actor.system(f"{command} (OS user {_os_user()})")
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 # --- redirects ------------------------------------------------------------------------------
 
 
@@ -403,7 +391,7 @@ def _audit_unlock(sender: Any, instance: Any, **kwargs: Any) -> None:
         kind, actor = "login_lock_expired", Actor.system("login-throttle")
     else:
         # Not from our admin: a command (`axes_reset_username`) or a shell removed it.
-        kind, actor = "login_unlocked", command_actor("unlock")
+        kind, actor = "login_unlocked", Actor.system(f"unlock (OS user {os_user()})")
     audit_record(
         object_type=AUDIT_OBJECT,
         object_id=(instance.username or "(no username)")[:64],

@@ -6,10 +6,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.break_glass import command_actor
 from backoffice.services_auth import (
     ROLE_GROUPS,
     FinanceUserError,
-    command_actor,
     finance_user_upsert,
 )
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 username=str(options["username"]),
                 role=str(options["role"]),
                 email=options["email"] if options["email"] is not None else None,
-                actor=command_actor("manage.py finance_user"),
+                actor=command_actor("finance_user"),
             )
         except FinanceUserError as exc:
             raise CommandError(str(exc)) from exc
