@@ -373,20 +373,11 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     payout_url = _url("payouts_payout_changelist")
 
     # 1. money per accumulation state -----------------------------------------------------
-    money = {
-        state: {
-            "count": t.count,
-            "eth": t.eth,
-            "usd": t.usd,
-            "usdt": t.usdt,
-            "oldest": t.oldest,
-        }
-        for state, t in accumulation_totals().items()
-    }
+    money = accumulation_totals()
     pending = money["pending"]
     threshold = runtime.conversion_threshold_usd
     max_age = timedelta(minutes=runtime.max_pending_age_minutes)
-    progress = min(100, int(pending["usd"] / threshold * 100)) if threshold else 0
+    progress = min(100, int(pending.usd / threshold * 100)) if threshold else 0
 
     # 2. orders, stuck, webhooks, failed tasks ---------------------------------------------
     cutoffs = stuck_cutoffs(runtime, now)
@@ -469,12 +460,12 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     money_rows = [
         {
             "state": state,
-            "count": money[state]["count"],
-            "eth": fmt_decimal(money[state]["eth"]),
-            "usd": fmt_decimal(money[state]["usd"], 2),
-            "usdt": fmt_decimal(money[state]["usdt"], 6) if money[state]["usdt"] else "—",
+            "count": money[state].count,
+            "eth": fmt_decimal(money[state].eth),
+            "usd": fmt_decimal(money[state].usd, 2),
+            "usdt": fmt_decimal(money[state].usdt, 6) if money[state].usdt else "—",
             "url": f"{acc_url}?state__exact={state}",
-            "attention": state == "written_off" and money[state]["count"] > 0,
+            "attention": state == "written_off" and money[state].count > 0,
         }
         for state in ACCUMULATION_STATES
     ]
@@ -482,14 +473,14 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         "now": now,
         "runtime": runtime,
         "pending": {
-            "usd": usd(pending["usd"]),
-            "eth": fmt_decimal(pending["eth"]),
-            "count": pending["count"],
+            "usd": usd(pending.usd),
+            "eth": fmt_decimal(pending.eth),
+            "count": pending.count,
             "threshold": usd(threshold),
             "progress": progress,
-            "reached": pending["usd"] >= threshold,
-            "oldest_age": age(pending["oldest"], now) if pending["oldest"] else "—",
-            "oldest_over": bool(pending["oldest"] and now - pending["oldest"] >= max_age),
+            "reached": pending.usd >= threshold,
+            "oldest_age": age(pending.oldest, now) if pending.oldest else "—",
+            "oldest_over": bool(pending.oldest and now - pending.oldest >= max_age),
             "max_age": age(now - max_age, now),
             "url": f"{acc_url}?state__exact=pending",
         },
@@ -522,7 +513,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
         },
         "platform_usdt": fmt_decimal(platform_usdt, 6),
         "platform_url": f"{reverse('admin:ledger_account_changelist')}?q=platform_fees",
-        "converted_usdt": fmt_decimal(money["converted"]["usdt"], 6),
+        "converted_usdt": fmt_decimal(money["converted"].usdt, 6),
         "converted_url": f"{acc_url}?state__exact=converted",
         "owed": owed,
         "owed_clients": owed_clients,
